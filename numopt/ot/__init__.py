@@ -1,0 +1,1 @@
+"""Entropic optimal transport (Sinkhorn-Newton-Sparse)."""

@@ -1,0 +1,4 @@
+"""Shared test configuration."""
+import os
+
+os.environ.setdefault("MPLBACKEND", "Agg")
