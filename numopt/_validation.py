@@ -89,12 +89,15 @@ def as_float_array(x, name, *, ndim=None, shape=None, dtype=None, allow_nan=Fals
             raise ValueError(f"{name} must have {' or '.join(map(str, ndims))} dimension(s); got shape {arr.shape}")
     if shape is not None:
         if arr.ndim != len(shape) or any(s is not None and s != a for s, a in zip(shape, arr.shape)):
-            want = tuple("*" if s is None else s for s in shape)
-            raise ValueError(f"{name} must have shape {want}; got {arr.shape}")
+            raise ValueError(f"{name} must have shape {_fmt_shape(shape)}; got {arr.shape}")
     if arr.size < min_size:
         raise ValueError(f"{name} must have at least {min_size} element(s); got {arr.size}")
     check_finite(arr, name, allow_nan=allow_nan, allow_inf=allow_inf)
     return arr
+
+
+def _fmt_shape(shape):
+    return "(" + ", ".join("*" if s is None else str(s) for s in shape) + ("," if len(shape) == 1 else "") + ")"
 
 
 def check_finite(arr, name, *, allow_nan=False, allow_inf=False):
@@ -140,8 +143,7 @@ def as_matrix(A, name, *, square=False, sparse_format=None, dtype=None, allow_sp
     else:
         A = as_float_array(A, name, ndim=2, dtype=dtype, allow_nan=allow_nan)
     if shape is not None and any(s is not None and s != a for s, a in zip(shape, A.shape)):
-        want = tuple("*" if s is None else s for s in shape)
-        raise ValueError(f"{name} must have shape {want}; got {A.shape}")
+        raise ValueError(f"{name} must have shape {_fmt_shape(shape)}; got {A.shape}")
     if square and A.shape[0] != A.shape[1]:
         raise ValueError(f"{name} must be square; got shape {A.shape}")
     if 0 in A.shape:
