@@ -6,8 +6,17 @@ dtypes and index ranges first. Fused over float32/float64 values and int32/int64
 Loops over rows run in parallel with OpenMP (``prange``) where the rows are independent.
 """
 from cython.parallel cimport prange
-from libc.math cimport sqrt, fabs
+from libc.math cimport sqrt
+cimport openmp
 import numpy as np
+
+# Below this many rows a kernel runs on one thread: an OpenMP fork/join costs more than it saves, and on a
+# busy machine idle team threads spinning at the barrier can cost milliseconds per region.
+cdef Py_ssize_t PAR_MIN = 50000
+
+
+cdef inline int _threads(Py_ssize_t n) noexcept nogil:
+    return 1 if n < PAR_MIN else openmp.omp_get_max_threads()
 
 ctypedef fused floating:
     float
@@ -25,7 +34,7 @@ def csr_matvec(const index_t[::1] indptr, const index_t[::1] indices, const floa
     cdef index_t k
     cdef double s
     with nogil:
-        for i in prange(n, schedule="static"):
+        for i in prange(n, schedule="static", num_threads=_threads(n)):
             s = 0.0
             for k in range(indptr[i], indptr[i + 1]):
                 s = s + data[k] * x[indices[k]]
@@ -40,7 +49,7 @@ def csr_matvec_dot(const index_t[::1] indptr, const index_t[::1] indices, const 
     cdef index_t k
     cdef double s, pq = 0.0
     with nogil:
-        for i in prange(n, schedule="static"):
+        for i in prange(n, schedule="static", num_threads=_threads(n)):
             s = 0.0
             for k in range(indptr[i], indptr[i + 1]):
                 s = s + data[k] * p[indices[k]]
@@ -55,7 +64,7 @@ def cg_step(double alpha, const floating[::1] p, const floating[::1] q, floating
     cdef double rr = 0.0
     cdef floating a = <floating>alpha
     with nogil:
-        for i in prange(n, schedule="static"):
+        for i in prange(n, schedule="static", num_threads=_threads(n)):
             x[i] = x[i] + a * p[i]
             r[i] = r[i] - a * q[i]
             rr += r[i] * r[i]
@@ -67,7 +76,7 @@ def xpby(const floating[::1] z, double beta, floating[::1] p):
     cdef Py_ssize_t n = p.shape[0], i
     cdef floating bt = <floating>beta
     with nogil:
-        for i in prange(n, schedule="static"):
+        for i in prange(n, schedule="static", num_threads=_threads(n)):
             p[i] = z[i] + bt * p[i]
 
 
@@ -76,7 +85,7 @@ def scale_dot(const floating[::1] dinv, const floating[::1] r, floating[::1] z):
     cdef Py_ssize_t n = r.shape[0], i
     cdef double rz = 0.0
     with nogil:
-        for i in prange(n, schedule="static"):
+        for i in prange(n, schedule="static", num_threads=_threads(n)):
             z[i] = dinv[i] * r[i]
             rz += r[i] * z[i]
     return rz
