@@ -52,7 +52,7 @@ class Poisson3D:
         self._solve()
 
 
-class Setup:
+class PreconditionerSetup:
     params = ([32, 64], ["ic0", "pyamg-sa", "pyamg-rs"])
     param_names = ["n", "preconditioner"]
 
