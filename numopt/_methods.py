@@ -97,12 +97,20 @@ def get_method(name, kind=None):
     return m
 
 
-def check_options(method, options):
-    """Merge user options over the defaults; unknown names raise ``ValueError`` listing valid ones."""
+def check_options(method, options, kwargs=None):
+    """Merge user options (the ``options`` dict and option keywords) over the defaults.
+
+    Unknown names raise ``ValueError`` listing the valid ones; a name given both ways is an error.
+    """
     defaults = method.option_defaults()
     options = {} if options is None else options
     if not isinstance(options, dict):
         raise TypeError(f"options must be a dict; got {type(options).__name__}")
+    kwargs = kwargs or {}
+    both = sorted(set(kwargs) & set(options))
+    if both:
+        raise ValueError(f"option(s) {both} given both in options and as keywords")
+    options = {**options, **kwargs}
     unknown = sorted(set(options) - set(defaults))
     if unknown:
         raise ValueError(f"unknown option(s) {unknown} for method {method.name!r}; valid options: {sorted(defaults)}")

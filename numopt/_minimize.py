@@ -37,12 +37,7 @@ def minimize(fun_or_problem, x0=None, *, method, jac=None, args=(), options=None
     from . import problems
 
     m = get_method(method, "minimize")
-    if options is not None and not isinstance(options, dict):
-        raise TypeError(f"options must be a dict; got {type(options).__name__}")
-    both = set(kwargs) & set(options or {})
-    if both:
-        raise ValueError(f"option(s) {sorted(both)} given both in options and as keywords")
-    opts = check_options(m, {**(options or {}), **kwargs})
+    opts = check_options(m, options, kwargs)
     if isinstance(fun_or_problem, problems.Problem):
         problem = fun_or_problem
         if jac is not None or args:

@@ -59,12 +59,7 @@ def solve(A, b, *, method="cg", x0=None, rtol=1e-5, atol=0.0, maxiter=None, M=No
         ``x, success, status, message, nit, history`` (``history["residual_norm"]``) and extras.
     """
     m = get_method(method, "solve")
-    if options is not None and not isinstance(options, dict):
-        raise TypeError(f"options must be a dict; got {type(options).__name__}")
-    both = set(kwargs) & set(options or {})
-    if both:
-        raise ValueError(f"option(s) {sorted(both)} given both in options and as keywords")
-    opts = check_options(m, {**(options or {}), **kwargs})
+    opts = check_options(m, options, kwargs)
     A, _, b, x0, rtol, atol, maxiter = check_system(A, b, x0, rtol, atol, maxiter)
     if callback is not None and not callable(callback):
         raise TypeError(f"callback must be callable; got {type(callback).__name__}")
