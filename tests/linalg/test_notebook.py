@@ -1,9 +1,5 @@
 """notebooks/linalg.ipynb executes end to end."""
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from notebook_runner import run_notebook  # noqa: E402
+from notebook_runner import run_notebook
 
 
 def test_linalg_notebook_runs():
