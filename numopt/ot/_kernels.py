@@ -37,7 +37,7 @@ N_KEYS = 8192           # float64 bit pattern >> 50: sign(0) + 11 exponent bits 
 _KEY_SHIFT = 50
 
 
-_PAR_MIN = 1 << 16     # below this many entries a pass runs serially: a parallel launch costs more
+_PAR_MIN = 1 << 18     # below this many entries a pass runs serially: a parallel launch costs more
 
 
 def _twins(fastmath=False):

@@ -85,16 +85,19 @@ def finish(problem, ws, mon, lu, lv, *, converged, status=None, message=None, wa
                       log_u=log_u.astype(dt), log_v=log_v.astype(dt), **extra)
 
 
-def sinkhorn_stage(ws, mon, lu, lv, nit, maxiter, tol, check_every):
+def sinkhorn_stage(ws, mon, lu, lv, nit, maxiter, tol, check_every, switch=-1.0):
     """Log-domain sweeps until the L1 error <= tol or ``maxiter`` sweeps in all; updates lu, lv in place.
+
+    With ``switch >= 0`` the stage also returns (status None) at the first check where the error is
+    ``<= switch`` (SNS hands over to Newton there).
 
     Returns ``(nit, err, status)`` where ``err`` is the last measured error and status is None,
     ``"converged"``, ``"breakdown"`` or ``"stopped"`` (callback).
     """
     while True:
         nsw = min(check_every, maxiter - nit)
-        done, err = kern.sinkhorn_block(ws.K, ws.a, ws.b, ws.loga, ws.logb, lu, lv, nsw, tol, ws.r, ws.c,
-                                        ws.acc)
+        done, err = kern.sinkhorn_block(ws.K, ws.a, ws.b, ws.loga, ws.logb, lu, lv, nsw, max(tol, switch), ws.r,
+                                        ws.c, ws.acc)
         mon.nit = nit
         stop = mon.step(None if mon.callback is None else stacked(ws.problem, lu, lv), n=0, err=err, stage=0)
         nit += done

@@ -57,7 +57,7 @@ def test_dual_pass_matches_numpy(nchunk):
 
 def test_parallel_sizes_match_numpy():
     # large enough for the parallel twins inside sinkhorn_block / histogram / extraction
-    K, lu, lv, a, b = _state(n=300, m=250, scale=30.0, seed=9)
+    K, lu, lv, a, b = _state(n=520, m=510, scale=30.0, seed=9)
     assert K.size >= kern._PAR_MIN
     n, m = K.shape
     ru, rv = lu.copy(), lv.copy()
