@@ -372,27 +372,28 @@ def key_threshold(key):
 
 
 @_twins()
-def _extract_csr_impl(P, rho):
+def _extract_csr_impl(P, rho, chunk_nnz):
     n, m = P.shape
-    cnt = np.zeros(n + 1, dtype=np.int64)
-    for i in prange(n):
-        k = 0
-        for j in range(m):
-            if P[i, j] >= rho:
-                k += 1
-        cnt[i + 1] = k
-    indptr = np.cumsum(cnt)
-    nnz = indptr[n]
-    indices = np.empty(nnz, dtype=np.int64)
-    data = np.empty(nnz, dtype=np.float64)
-    for i in prange(n):
-        k = indptr[i]
-        for j in range(m):
-            p = P[i, j]
-            if p >= rho:
-                indices[k] = j
-                data[k] = p
-                k += 1
+    nchunk = chunk_nnz.shape[0]
+    start = np.zeros(nchunk + 1, dtype=np.int64)
+    for t in range(nchunk):
+        start[t + 1] = start[t] + chunk_nnz[t]
+    indptr = np.empty(n + 1, dtype=np.int64)
+    indptr[0] = 0
+    indices = np.empty(start[nchunk], dtype=np.int64)
+    data = np.empty(start[nchunk], dtype=np.float64)
+    for t in prange(nchunk):
+        lo = t * n // nchunk
+        hi = (t + 1) * n // nchunk
+        k = start[t]
+        for i in range(lo, hi):
+            for j in range(m):
+                p = P[i, j]
+                if p >= rho:
+                    indices[k] = j
+                    data[k] = p
+                    k += 1
+            indptr[i + 1] = k
     return indptr, indices, data
 
 
@@ -400,11 +401,23 @@ _extract_csr_par, _extract_csr_ser = _extract_csr_impl
 
 
 @njit(cache=True, nogil=True)
-def extract_csr(P, rho):
-    """The entries P_ij >= rho as CSR (indptr, indices, data), rows in parallel for large P."""
+def extract_csr(P, rho, chunk_nnz):
+    """The entries P_ij >= rho as CSR (indptr, indices, data) in one pass over P.
+
+    ``chunk_nnz[t]`` is the number of kept entries in the t-th of ``len(chunk_nnz)`` equal row chunks
+    (rows ``t*n//nchunk`` to ``(t+1)*n//nchunk``), read off the per-chunk histogram, so each chunk knows
+    where to write without a counting pass. Chunks run in parallel for large P.
+    """
     if P.size >= _PAR_MIN:
-        return _extract_csr_par(P, rho)
-    return _extract_csr_ser(P, rho)
+        return _extract_csr_par(P, rho, chunk_nnz)
+    return _extract_csr_ser(P, rho, chunk_nnz)
+
+
+def chunk_counts(P, rho, nchunk):
+    """NumPy: kept entries per row chunk (the layout of ``extract_csr``), for callers without a histogram."""
+    n = P.shape[0]
+    keep = (P >= rho).sum(1)
+    return np.array([keep[t * n // nchunk:(t + 1) * n // nchunk].sum() for t in range(nchunk)], dtype=np.int64)
 
 
 @njit(cache=True, nogil=True)

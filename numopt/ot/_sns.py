@@ -79,7 +79,7 @@ def select_threshold(count, mass, rule, value, n, m, density_max):
     return kern.N_KEYS - 1 - q, int(cnt[q])
 
 
-def minimize_sns(problem, x0=None, *, callback=None, maxiter=1000, tol=1e-9, n_sinkhorn=20, switch_err=1e-2,
+def minimize_sns(problem, x0=None, *, callback=None, maxiter=1000, tol=1e-9, n_sinkhorn=20, switch_err=0.1,
                  check_every=5,
                  sparsity=("mass", 1e-5), density_max=0.1, cg_rtol=None, cg_maxiter=None, ls_armijo=1e-4,
                  ls_min_step=1e-6, verbose=False, progress=False, warn=True):
@@ -184,7 +184,7 @@ def minimize_sns(problem, x0=None, *, callback=None, maxiter=1000, tol=1e-9, n_s
         # sparsify P by one global threshold read off a histogram of its float64 keys
         kern.log2_histogram(P, hcount, hmass)
         key, _ = select_threshold(hcount.sum(0), hmass.sum(0), rule, value, n, m, density_max)
-        indptr, indices, data = kern.extract_csr(P, kern.key_threshold(key))
+        indptr, indices, data = kern.extract_csr(P, kern.key_threshold(key), hcount[:, key:].sum(1))
         ridge = 1e-12 * max(float(r.max()), float(c.max()))
         hp, hi, hx, diag = kern.hessian_csr(indptr, indices, data, r, c, ridge)
         rtol = cg_rtol if cg_rtol is not None else min(0.1, np.sqrt(gnorm))

@@ -73,8 +73,11 @@ def test_parallel_sizes_match_numpy():
     kern.log2_histogram(P, count, mass)
     np.testing.assert_array_equal(count.sum(0), np.bincount(P.ravel().view(np.int64) >> 50,
                                                             minlength=kern.N_KEYS))
-    rho = np.quantile(P, 0.95)
-    indptr, indices, data = kern.extract_csr(P, rho)
+    # the per-chunk histogram counts above a key are exactly what extract_csr needs
+    key = int(np.quantile(P, 0.95).view(np.int64) >> 50)
+    rho = kern.key_threshold(key)
+    np.testing.assert_array_equal(count[:, key:].sum(1), kern.chunk_counts(P, rho, 2))
+    indptr, indices, data = kern.extract_csr(P, rho, count[:, key:].sum(1))
     rows, cols = np.nonzero(P >= rho)
     np.testing.assert_array_equal(indices, cols)
     np.testing.assert_array_equal(np.diff(indptr), np.bincount(rows, minlength=n))
@@ -127,7 +130,7 @@ def test_extract_csr_matches_numpy():
     rng = np.random.default_rng(2)
     P = rng.random((50, 40))
     rho = 0.8
-    indptr, indices, data = kern.extract_csr(P, rho)
+    indptr, indices, data = kern.extract_csr(P, rho, kern.chunk_counts(P, rho, 3))
     import scipy.sparse as sp
     S = sp.csr_matrix((data, indices, indptr), shape=P.shape).toarray()
     np.testing.assert_array_equal(S, np.where(P >= rho, P, 0.0))
@@ -177,7 +180,7 @@ def test_hessian_csr_and_pcg_match_dense():
     n, m = 20, 15
     P = rng.random((n, m)) ** 4
     r, c = P.sum(1), P.sum(0)
-    indptr, indices, data = kern.extract_csr(P, 0.2)
+    indptr, indices, data = kern.extract_csr(P, 0.2, kern.chunk_counts(P, 0.2, 1))
     ridge = 1e-12
     hp, hi, hx, diag = kern.hessian_csr(indptr, indices, data, r, c, ridge)
     Ps = np.where(P >= 0.2, P, 0.0)
