@@ -125,14 +125,7 @@ def sinkhorn(a, b, M, reg, method="sns", numItermax=1000, stopThr=1e-9, verbose=
     log : dict
         Only if ``log=True``.
     """
-    method = _check_method(method)
-    b_arr = np.asarray(b) if not isinstance(b, np.ndarray) else b
-    if b_arr.ndim == 2:
-        b2 = as_float_array(b, "b", ndim=2)
-        losses, lg = _multi(a, b2, M, reg, method, numItermax, stopThr, verbose, warn, warmstart, options)
-        return (losses, lg) if log else losses
-    _, res = _solve_one(a, b, M, reg, method, numItermax, stopThr, verbose, warn, warmstart, options)
-    return (res.plan, _log_dict(res)) if log else res.plan
+    return _front(a, b, M, reg, method, numItermax, stopThr, verbose, log, warn, warmstart, options, plan=True)
 
 
 def sinkhorn2(a, b, M, reg, method="sns", numItermax=1000, stopThr=1e-9, verbose=False, log=False, warn=True,
@@ -143,6 +136,11 @@ def sinkhorn2(a, b, M, reg, method="sns", numItermax=1000, stopThr=1e-9, verbose
     Same parameters as :func:`sinkhorn`. Returns a float (an array of shape (k,) for a 2-D ``b``) in the
     input dtype, and the log dict when ``log=True``.
     """
+    return _front(a, b, M, reg, method, numItermax, stopThr, verbose, log, warn, warmstart, options, plan=False)
+
+
+def _front(a, b, M, reg, method, numItermax, stopThr, verbose, log, warn, warmstart, options, *, plan):
+    """Shared body of sinkhorn (``plan=True``: the plan) and sinkhorn2 (the cost); 2-D b: the costs."""
     method = _check_method(method)
     b_arr = np.asarray(b) if not isinstance(b, np.ndarray) else b
     if b_arr.ndim == 2:
@@ -150,5 +148,5 @@ def sinkhorn2(a, b, M, reg, method="sns", numItermax=1000, stopThr=1e-9, verbose
         losses, lg = _multi(a, b2, M, reg, method, numItermax, stopThr, verbose, warn, warmstart, options)
         return (losses, lg) if log else losses
     problem, res = _solve_one(a, b, M, reg, method, numItermax, stopThr, verbose, warn, warmstart, options)
-    loss = problem.dtype.type(res.cost)
-    return (loss, _log_dict(res)) if log else loss
+    out = res.plan if plan else problem.dtype.type(res.cost)
+    return (out, _log_dict(res)) if log else out

@@ -164,67 +164,55 @@ def _col_lse_shifted(K, j, lu, lvj):
     return mx + math.log(s)
 
 
+ROWS, ROWS_COLS, PLAN = 0, 1, 2     # what a fused pass produces
+
+
 @_twins(_FM)
-def _row_pass_impl(K, lu, lv, r, acc, with_cols):
-    """r_i = sum_j P_ij; if ``with_cols`` also acc[t, j] = column sums of the rows of chunk t."""
+def _pass_impl(K, lu, lv, P, r, acc, mode):
+    """One pass over E_ij = lu_i + K_ij + lv_j, rows in chunks.
+
+    Always r_i = sum_j P_ij (in-thread); with ``mode >= ROWS_COLS`` also acc[t, j] = column sums over the
+    rows of chunk t (one buffer per chunk: no two threads write the same sum); with ``mode == PLAN``
+    also stores P_ij.
+    """
     n, m = K.shape
     nchunk = acc.shape[0]
     for t in prange(nchunk):
         lo = t * n // nchunk
         hi = (t + 1) * n // nchunk
-        if with_cols:
+        if mode != ROWS:
             for j in range(m):
                 acc[t, j] = 0.0
         for i in range(lo, hi):
             lui = lu[i]
             s = 0.0
-            if with_cols:
+            if mode == ROWS:
+                for j in range(m):
+                    s += fexp(lui + K[i, j] + lv[j])
+            elif mode == ROWS_COLS:
                 for j in range(m):
                     e = fexp(lui + K[i, j] + lv[j])
                     s += e
                     acc[t, j] += e
             else:
                 for j in range(m):
-                    s += fexp(lui + K[i, j] + lv[j])
+                    e = fexp(lui + K[i, j] + lv[j])
+                    P[i, j] = e
+                    s += e
+                    acc[t, j] += e
             r[i] = s
 
 
-_row_pass_par, _row_pass_ser = _row_pass_impl
+_pass_par, _pass_ser = _pass_impl
 
 
 @njit(cache=True, nogil=True)
-def _row_pass(K, lu, lv, r, acc, with_cols):
+def fused_pass(K, lu, lv, P, r, acc, mode):
+    """``_pass_impl`` in parallel for large K, serially below ``_PAR_MIN`` entries."""
     if K.size >= _PAR_MIN:
-        _row_pass_par(K, lu, lv, r, acc, with_cols)
+        _pass_par(K, lu, lv, P, r, acc, mode)
     else:
-        _row_pass_ser(K, lu, lv, r, acc, with_cols)
-
-
-@_twins(_FM)
-def _col_pass_impl(K, lu, lv, acc):
-    """acc[t, j] = sum over the rows i of chunk t of P_ij."""
-    n, m = K.shape
-    nchunk = acc.shape[0]
-    for t in prange(nchunk):
-        lo = t * n // nchunk
-        hi = (t + 1) * n // nchunk
-        for j in range(m):
-            acc[t, j] = 0.0
-        for i in range(lo, hi):
-            lui = lu[i]
-            for j in range(m):
-                acc[t, j] += fexp(lui + K[i, j] + lv[j])
-
-
-_col_pass_par, _col_pass_ser = _col_pass_impl
-
-
-@njit(cache=True, nogil=True)
-def _col_pass(K, lu, lv, acc):
-    if K.size >= _PAR_MIN:
-        _col_pass_par(K, lu, lv, acc)
-    else:
-        _col_pass_ser(K, lu, lv, acc)
+        _pass_ser(K, lu, lv, P, r, acc, mode)
 
 
 @njit(cache=True, nogil=True)
@@ -278,42 +266,19 @@ def sinkhorn_block(K, a, b, loga, logb, lu, lv, nsweeps, tol, r, c, acc):
     exponentials. Returns ``(sweeps_done, err)`` where ``err`` is the error of the state on entry.
     A non-finite error stops the block with 0 sweeps done.
     """
-    _row_pass(K, lu, lv, r, acc, True)
+    fused_pass(K, lu, lv, K, r, acc, ROWS_COLS)
     _reduce_cols(acc, c)
     err = _l1_error(a, r, b, c)
     if not (err > tol) or not np.isfinite(err) or nsweeps == 0:
         return 0, err
     for k in range(nsweeps):
         if k > 0:
-            _row_pass(K, lu, lv, r, acc, False)
+            fused_pass(K, lu, lv, K, r, acc, ROWS)
         _update_rows(K, lu, lv, loga, r)
-        _col_pass(K, lu, lv, acc)
+        fused_pass(K, lu, lv, K, r, acc, ROWS_COLS)     # r is free again after the row update
         _reduce_cols(acc, c)
         _update_cols(K, lu, lv, logb, c)
     return nsweeps, err
-
-
-@_twins(_FM)
-def _plan_pass_impl(K, lu, lv, P, r, acc):
-    n, m = K.shape
-    nchunk = acc.shape[0]
-    for t in prange(nchunk):
-        lo = t * n // nchunk
-        hi = (t + 1) * n // nchunk
-        for j in range(m):
-            acc[t, j] = 0.0
-        for i in range(lo, hi):
-            lui = lu[i]
-            s = 0.0
-            for j in range(m):
-                e = fexp(lui + K[i, j] + lv[j])
-                P[i, j] = e
-                s += e
-                acc[t, j] += e
-            r[i] = s
-
-
-_plan_pass_par, _plan_pass_ser = _plan_pass_impl
 
 
 @njit(cache=True, nogil=True)
@@ -322,10 +287,7 @@ def dual_pass(K, lu, lv, a, b, P, r, c, acc):
 
     (The dual potential of the brief is ``reg * (returned value + sum(a))``.)
     """
-    if K.size >= _PAR_MIN:
-        _plan_pass_par(K, lu, lv, P, r, acc)
-    else:
-        _plan_pass_ser(K, lu, lv, P, r, acc)
+    fused_pass(K, lu, lv, P, r, acc, PLAN)
     _reduce_cols(acc, c)
     # sums of n terms, done with the pairwise-accurate np.sum
     return np.sum(a * lu) + np.sum(b * lv) - np.sum(r)

@@ -39,20 +39,18 @@ def test_dual_pass_matches_numpy(nchunk):
     np.testing.assert_allclose(r, Pref.sum(1), rtol=1e-13)
     np.testing.assert_allclose(c, Pref.sum(0), rtol=1e-13)
     assert f == pytest.approx(a @ lu + b @ lv - Pref.sum(), rel=1e-13)
-    # both compiled twins (parallel and serial) of the passes, whatever the size
-    for plan_pass, row_pass, col_pass in ((kern._plan_pass_par, kern._row_pass_par, kern._col_pass_par),
-                                          (kern._plan_pass_ser, kern._row_pass_ser, kern._col_pass_ser)):
-        acc = np.empty((nchunk, m))
-        P[:] = 0
-        plan_pass(K, lu, lv, P, r, acc)
-        np.testing.assert_allclose(P, Pref, rtol=1e-14)
-        np.testing.assert_allclose(acc.sum(0), Pref.sum(0), rtol=1e-13)
-        r[:] = 0
-        row_pass(K, lu, lv, r, acc, True)
-        np.testing.assert_allclose(r, Pref.sum(1), rtol=1e-13)
-        np.testing.assert_allclose(acc.sum(0), Pref.sum(0), rtol=1e-13)
-        col_pass(K, lu, lv, acc)
-        np.testing.assert_allclose(acc.sum(0), Pref.sum(0), rtol=1e-13)
+    # both compiled twins (parallel and serial) of the fused pass, in every mode, whatever the size
+    for fused in (kern._pass_par, kern._pass_ser):
+        for mode in (kern.ROWS, kern.ROWS_COLS, kern.PLAN):
+            acc = np.zeros((nchunk, m))
+            P[:] = 0
+            r[:] = 0
+            fused(K, lu, lv, P, r, acc, mode)
+            np.testing.assert_allclose(r, Pref.sum(1), rtol=1e-13)
+            if mode != kern.ROWS:
+                np.testing.assert_allclose(acc.sum(0), Pref.sum(0), rtol=1e-13)
+            if mode == kern.PLAN:
+                np.testing.assert_allclose(P, Pref, rtol=1e-14)
 
 
 def test_parallel_sizes_match_numpy():
