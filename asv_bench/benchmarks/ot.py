@@ -25,7 +25,7 @@ def _l1(P, a, b):
 
 
 class _Base:
-    params = (["random", "cloud"], [200, 500])
+    params = (["random", "cloud"], [500, 1000])
     param_names = ["case", "n"]
     timeout = 600
 
@@ -86,7 +86,7 @@ class SinkhornPerSweep(_Base):
 class ErrorAfter2000(_Base):
     """L1 marginal error reached by 2000 sweeps (the peers' accuracy at a fixed budget)."""
 
-    params = (["random", "cloud"], [200])
+    params = (["random", "cloud"], [500])
 
     def track_numopt_sinkhorn_log(self, kind, n):
         import numopt
