@@ -1,1 +1,1 @@
-"""Ratio scripts, one per area: ``python -m numopt.bench <area> [--quick]`` (ours vs. the peers, same run)."""
+"""Ratio scripts: ``python -m numopt.bench <area> [--quick]`` prints ours vs. the peers in one run."""

@@ -1,15 +1,16 @@
-"""``python -m numopt.bench <area> [options]``: run ``numopt.bench.<area>.main``."""
+"""``python -m numopt.bench <area> [options]``: run one area's ratio script."""
 import importlib
 import sys
 
+AREAS = ["linalg", "dcdm", "ot", "bcd", "completion", "relu"]
+
 
 def main(argv=None):
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if not argv or argv[0].startswith("-"):
-        print("usage: python -m numopt.bench <area> [--quick] ...")
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] not in AREAS:
+        print(f"usage: python -m numopt.bench {{{','.join(AREAS)}}} [--quick] [area options]")
         return 2
-    module = importlib.import_module(f"numopt.bench.{argv[0]}")
-    return module.main(argv[1:])
+    return importlib.import_module(f"numopt.bench.{argv[0]}").main(argv[1:])
 
 
 if __name__ == "__main__":
