@@ -91,7 +91,7 @@ def run_ours(method, a, b, M, reg, budget, repeat=3):
     dt = float(np.median(times))
     extra = f"{res.nit_sinkhorn}+{res.nit_newton}" if method == "sns" else ""
     if method == "sns" and res.n_fallback:
-        extra += f"+{res.n_fallback}fb"
+        extra += f"+{res.nit_fallback_sweeps} in {res.n_fallback} fallbacks"
     return dict(time=dt, nit=res.nit, err=_l1_error(res.plan, a, b), extra=extra)
 
 

@@ -18,7 +18,8 @@ is concave with gradient :math:`g = (a - P1,\; b - P^\top 1)` (the marginal resi
 4. backtracking line search from :math:`\alpha = 1` accepting :math:`\tilde f(z + \alpha\Delta z)` finite and
    either an Armijo increase or a smaller :math:`\|g\|_2` (plain Armijo stalls near 1e-10 because the
    gain :math:`\approx \|g\|^2` falls below the rounding of an ``n*m``-term sum);
-5. if no step :math:`\alpha \ge` ``ls_min_step`` is accepted, do one Sinkhorn sweep instead (a fallback);
+5. if no step :math:`\alpha \ge` ``ls_min_step`` is accepted, do ``fallback_sweeps`` Sinkhorn sweeps
+   instead (a fallback);
 6. re-centre the gauge.
 """
 from __future__ import annotations
@@ -82,7 +83,7 @@ def select_threshold(count, mass, rule, value, n, m, density_max):
 def minimize_sns(problem, x0=None, *, callback=None, maxiter=1000, tol=1e-9, n_sinkhorn=20, switch_err=0.1,
                  check_every=5,
                  sparsity=("mass", 1e-5), density_max=0.1, cg_rtol=None, cg_maxiter=None, ls_armijo=1e-4,
-                 ls_min_step=1e-6, verbose=False, progress=False, warn=True):
+                 ls_min_step=1e-6, fallback_sweeps=10, verbose=False, progress=False, warn=True):
     r"""Sinkhorn-Newton-Sparse on :class:`~numopt.problems.OptimalTransport` (see the module docstring).
 
     Parameters
@@ -98,6 +99,7 @@ def minimize_sns(problem, x0=None, *, callback=None, maxiter=1000, tol=1e-9, n_s
     -------
     maxiter : int
         Maximum number of iterations in all: Sinkhorn sweeps + Newton steps + fallback sweeps.
+        ``nit`` counts the same (``nit = nit_sinkhorn + nit_newton + fallback sweeps``).
     tol : float
         Stop when :math:`\|P1-a\|_1 + \|P^\top 1-b\|_1 \le` ``tol``.
     n_sinkhorn : int
@@ -121,7 +123,10 @@ def minimize_sns(problem, x0=None, *, callback=None, maxiter=1000, tol=1e-9, n_s
     ls_armijo : float
         Armijo constant of the line search (sufficient increase of the dual).
     ls_min_step : float
-        Smallest step tried before falling back to a Sinkhorn sweep.
+        Smallest step tried before falling back to Sinkhorn sweeps.
+    fallback_sweeps : int
+        Sinkhorn sweeps done by one fallback (a rejected Newton step). Several sweeps give the next
+        Newton step a better start, which matters with non-unique LP optima (W1 costs).
     verbose, progress : bool
         Log lines through ``logging.getLogger("numopt.sns")`` / a tqdm bar.
     warn : bool
@@ -130,7 +135,7 @@ def minimize_sns(problem, x0=None, *, callback=None, maxiter=1000, tol=1e-9, n_s
     Returns
     -------
     OptimizeResult
-        As ``sinkhorn_log`` plus ``nit_newton``, ``n_fallback``, ``cg_iters`` and ``density`` (per Newton
+        As ``sinkhorn_log`` plus ``nit_newton``, ``n_fallback`` (events), ``nit_fallback_sweeps``, ``cg_iters`` and ``density`` (per Newton
         step), and ``history`` with ``err`` per check / step and ``stage`` (0 Sinkhorn, 1 Newton, 2 fallback).
     """
     check_common(maxiter, tol, verbose, progress, warn)
@@ -146,6 +151,7 @@ def minimize_sns(problem, x0=None, *, callback=None, maxiter=1000, tol=1e-9, n_s
     cg_maxiter = check_int(cg_maxiter, "cg_maxiter", min_value=1, allow_none=True)
     ls_armijo = check_positive(ls_armijo, "ls_armijo", strict=False)
     ls_min_step = check_positive(ls_min_step, "ls_min_step")
+    check_int(fallback_sweeps, "fallback_sweeps", min_value=1)
     if ls_armijo >= 0.5 or ls_min_step >= 1:
         raise ValueError("ls_armijo must be < 0.5 and ls_min_step < 1")
 
@@ -160,7 +166,7 @@ def minimize_sns(problem, x0=None, *, callback=None, maxiter=1000, tol=1e-9, n_s
     nit_sk, err, state = sinkhorn_stage(ws, mon, lu, lv, 0, min(n_sinkhorn, maxiter), tol, check_every,
                                         switch=switch_err * problem.mass)
     nit = nit_sk
-    nit_newton = n_fallback = 0
+    nit_newton = n_fallback = nit_fb_sweeps = 0
     cg_iters, density = [], []
     nchunk = ws.acc.shape[0]
     hcount = np.empty((nchunk, kern.N_KEYS), dtype=np.int64)
@@ -212,10 +218,13 @@ def minimize_sns(problem, x0=None, *, callback=None, maxiter=1000, tol=1e-9, n_s
             nit_newton += 1
             stage = 1
         else:
-            # fallback: one exact Sinkhorn sweep from the current point, then a fresh fused pass
-            kern.sinkhorn_block(ws.K, ws.a, ws.b, ws.loga, ws.logb, lu, lv, 1, -1.0, r, c, ws.acc)
+            # fallback: exact Sinkhorn sweeps from the current point (the Newton model is poor here, as
+            # with non-unique LP optima: more sweeps first), then a fresh fused pass
+            nsw = max(1, min(fallback_sweeps, maxiter - nit))
+            kern.sinkhorn_block(ws.K, ws.a, ws.b, ws.loga, ws.logb, lu, lv, nsw, -1.0, r, c, ws.acc)
             f = ws.dual_pass(lu, lv, P, r, c)
             n_fallback += 1
+            nit_fb_sweeps += nsw
             alpha = 0.0
             stage = 2
         # re-centre the gauge (lu + t, lv - t leaves P unchanged)
@@ -223,7 +232,7 @@ def minimize_sns(problem, x0=None, *, callback=None, maxiter=1000, tol=1e-9, n_s
         lu += t
         lv -= t
         f += t * (ws.a.sum() - ws.b.sum())
-        nit += 1
+        nit += 1 if stage == 1 else nsw
         err = ws.error(r, c)
         cg_iters.append(it_cg)
         density.append(indptr[-1] / (n * m))
@@ -243,5 +252,6 @@ def minimize_sns(problem, x0=None, *, callback=None, maxiter=1000, tol=1e-9, n_s
         status, message = STATUS_BREAKDOWN, "Non-finite marginal error (overflow in the potentials)."
     return finish(problem, ws, mon, lu, lv, converged=state == "converged", status=status, message=message,
                   warn=warn, P=P, r=r, c=c, dual=f, nit_sinkhorn=nit_sk, nit_newton=nit_newton,
-                  n_fallback=n_fallback, cg_iters=np.asarray(cg_iters, dtype=np.int64),
+                  n_fallback=n_fallback, nit_fallback_sweeps=nit_fb_sweeps,
+                  cg_iters=np.asarray(cg_iters, dtype=np.int64),
                   density=np.asarray(density))

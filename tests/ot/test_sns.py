@@ -73,7 +73,7 @@ def test_sns_optimality_and_agreement_with_log_sinkhorn(case):
     res = numopt.minimize(prob, method="sns", tol=1e-12, maxiter=500)
     assert res.success, res.message
     assert res.marginal_error <= 1e-12
-    assert res.nit_newton > 0 and res.nit == res.nit_sinkhorn + res.nit_newton + res.n_fallback
+    assert res.nit_newton > 0 and res.nit == res.nit_sinkhorn + res.nit_newton + res.nit_fallback_sweeps
     _optimality(res, prob, 1e-12)
     ref = numopt.minimize(prob, method="sinkhorn_log", tol=1e-13, maxiter=200000)
     assert ref.success
