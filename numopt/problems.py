@@ -68,3 +68,6 @@ class FunctionProblem(Problem):
 
 
 # --- problems defined by the areas (one import line per area) ---------------------------------------
+from .ot._problem import OptimalTransport  # noqa: E402
+
+__all__ += ["OptimalTransport"]

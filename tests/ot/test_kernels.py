@@ -1,0 +1,204 @@
+"""Every Numba kernel of numopt.ot against a NumPy reference."""
+import numpy as np
+import pytest
+from scipy.special import logsumexp
+
+from numopt.ot import _kernels as kern
+from numopt.ot._sns import select_threshold
+
+
+def _state(n=37, m=23, seed=0, scale=50.0):
+    rng = np.random.default_rng(seed)
+    K = -rng.random((n, m)) * scale
+    lu = rng.standard_normal(n)
+    lv = rng.standard_normal(m)
+    a = rng.random(n) + 0.1
+    a /= a.sum()
+    b = rng.random(m) + 0.1
+    b /= b.sum()
+    return K, lu, lv, a, b
+
+
+def test_fexp_matches_numpy():
+    x = np.concatenate([np.linspace(-707.9, 708.9, 200001), [0.0, 1e-300, -1e-300, 1.0, -1.0]])
+    y = kern.fexp_array(x)
+    np.testing.assert_allclose(y, np.exp(x), rtol=1e-15, atol=0)
+    edge = kern.fexp_array(np.array([-745.0, -1e4, 710.0, np.inf, -np.inf, np.nan]))
+    assert edge[0] == 0 and edge[1] == 0 and edge[2] == np.inf and edge[3] == np.inf and edge[4] == 0
+    assert np.isnan(edge[5])
+
+
+@pytest.mark.parametrize("nchunk", [1, 2, 5])
+def test_dual_pass_matches_numpy(nchunk):
+    K, lu, lv, a, b = _state()
+    n, m = K.shape
+    P, r, c = np.empty((n, m)), np.empty(n), np.empty(m)
+    f = kern.dual_pass(K, lu, lv, a, b, P, r, c, np.empty((nchunk, m)))
+    Pref = np.exp(lu[:, None] + K + lv[None, :])
+    np.testing.assert_allclose(P, Pref, rtol=1e-14)
+    np.testing.assert_allclose(r, Pref.sum(1), rtol=1e-13)
+    np.testing.assert_allclose(c, Pref.sum(0), rtol=1e-13)
+    assert f == pytest.approx(a @ lu + b @ lv - Pref.sum(), rel=1e-13)
+    # both compiled twins (parallel and serial) of the fused pass, in every mode, whatever the size
+    for fused in (kern._pass_par, kern._pass_ser):
+        for mode in (kern.ROWS, kern.ROWS_COLS, kern.PLAN):
+            acc = np.zeros((nchunk, m))
+            P[:] = 0
+            r[:] = 0
+            fused(K, lu, lv, P, r, acc, mode)
+            np.testing.assert_allclose(r, Pref.sum(1), rtol=1e-13)
+            if mode != kern.ROWS:
+                np.testing.assert_allclose(acc.sum(0), Pref.sum(0), rtol=1e-13)
+            if mode == kern.PLAN:
+                np.testing.assert_allclose(P, Pref, rtol=1e-14)
+
+
+def test_parallel_sizes_match_numpy():
+    # large enough for the parallel twins inside sinkhorn_block / histogram / extraction
+    K, lu, lv, a, b = _state(n=520, m=510, scale=30.0, seed=9)
+    assert K.size >= kern._PAR_MIN
+    n, m = K.shape
+    ru, rv = lu.copy(), lv.copy()
+    ru = np.log(a) - logsumexp(K + rv[None, :], axis=1)
+    rv = np.log(b) - logsumexp(K + ru[:, None], axis=0)
+    r, c, acc = np.empty(n), np.empty(m), np.empty((2, m))
+    kern.sinkhorn_block(K, a, b, np.log(a), np.log(b), lu, lv, 1, 0.0, r, c, acc)
+    np.testing.assert_allclose(lu, ru, rtol=1e-12, atol=1e-10)
+    np.testing.assert_allclose(lv, rv, rtol=1e-12, atol=1e-10)
+    P = np.exp(lu[:, None] + K + lv[None, :])
+    count = np.empty((2, kern.N_KEYS), dtype=np.int64)
+    mass = np.empty((2, kern.N_KEYS))
+    kern.log2_histogram(P, count, mass)
+    np.testing.assert_array_equal(count.sum(0), np.bincount(P.ravel().view(np.int64) >> 50,
+                                                            minlength=kern.N_KEYS))
+    # the per-chunk histogram counts above a key are exactly what extract_csr needs
+    key = int(np.quantile(P, 0.95).view(np.int64) >> 50)
+    rho = kern.key_threshold(key)
+    np.testing.assert_array_equal(count[:, key:].sum(1), kern.chunk_counts(P, rho, 2))
+    indptr, indices, data = kern.extract_csr(P, rho, count[:, key:].sum(1))
+    rows, cols = np.nonzero(P >= rho)
+    np.testing.assert_array_equal(indices, cols)
+    np.testing.assert_array_equal(np.diff(indptr), np.bincount(rows, minlength=n))
+    np.testing.assert_array_equal(data, P[rows, cols])
+    M = np.abs(K)
+    np.testing.assert_allclose(kern.neg_scaled_cost(M, 0.5, np.empty_like(M)), -M / 0.5, rtol=1e-15)
+
+
+@pytest.mark.parametrize("scale", [5.0, 2000.0])
+def test_sinkhorn_block_matches_numpy_sweeps(scale):
+    # scale=2000: many row/column sums underflow from the cold start -> the max-shift path
+    K, _, _, a, b = _state(scale=scale, seed=3)
+    n, m = K.shape
+    lu, lv = np.zeros(n), np.zeros(m)
+    ru, rv = lu.copy(), lv.copy()
+    for _ in range(4):
+        ru = np.log(a) - logsumexp(K + rv[None, :], axis=1)
+        rv = np.log(b) - logsumexp(K + ru[:, None], axis=0)
+    r, c, acc = np.empty(n), np.empty(m), np.empty((2, m))
+    done, err0 = kern.sinkhorn_block(K, a, b, np.log(a), np.log(b), lu, lv, 4, 0.0, r, c, acc)
+    assert done == 4
+    np.testing.assert_allclose(lu, ru, rtol=1e-12, atol=1e-9)
+    np.testing.assert_allclose(lv, rv, rtol=1e-12, atol=1e-9)
+    P0 = np.exp(K)
+    assert err0 == pytest.approx(np.abs(P0.sum(1) - a).sum() + np.abs(P0.sum(0) - b).sum(), rel=1e-12)
+    # a zero-sweep block only measures the error of the current state
+    done, err = kern.sinkhorn_block(K, a, b, np.log(a), np.log(b), lu, lv, 0, 0.0, r, c, acc)
+    P = np.exp(ru[:, None] + K + rv[None, :])
+    assert done == 0
+    assert err == pytest.approx(np.abs(P.sum(1) - a).sum() + np.abs(P.sum(0) - b).sum(), rel=1e-8, abs=1e-16)
+
+
+def test_histogram_and_threshold_match_numpy():
+    rng = np.random.default_rng(1)
+    P = np.exp(rng.standard_normal((40, 30)) * 20)
+    P[0, :5] = 0.0
+    count = np.empty((3, kern.N_KEYS), dtype=np.int64)
+    mass = np.empty((3, kern.N_KEYS))
+    kern.log2_histogram(P, count, mass)
+    keys = P.ravel().view(np.int64) >> 50
+    np.testing.assert_array_equal(count.sum(0), np.bincount(keys, minlength=kern.N_KEYS))
+    np.testing.assert_allclose(mass.sum(0), np.bincount(keys, weights=P.ravel(), minlength=kern.N_KEYS),
+                               rtol=1e-14)
+    for key in (0, 3000, int(keys.max())):
+        rho = kern.key_threshold(key)
+        np.testing.assert_array_equal(P >= rho, (P.view(np.int64) >> 50) >= key)
+
+
+def test_extract_csr_matches_numpy():
+    rng = np.random.default_rng(2)
+    P = rng.random((50, 40))
+    rho = 0.8
+    indptr, indices, data = kern.extract_csr(P, rho, kern.chunk_counts(P, rho, 3))
+    import scipy.sparse as sp
+    S = sp.csr_matrix((data, indices, indptr), shape=P.shape).toarray()
+    np.testing.assert_array_equal(S, np.where(P >= rho, P, 0.0))
+
+
+@pytest.mark.parametrize("rule,value", [("mass", 1e-5), ("mass", 0.3), ("k", 100), ("lambda", 2 / 60)])
+def test_select_threshold_against_sorted_reference(rule, value):
+    rng = np.random.default_rng(4)
+    n, m = 60, 50
+    P = np.exp(rng.standard_normal((n, m)) * 4)
+    count = np.empty((1, kern.N_KEYS), dtype=np.int64)
+    mass = np.empty((1, kern.N_KEYS))
+    kern.log2_histogram(P, count, mass)
+    key, kept = select_threshold(count[0], mass[0], rule, value, n, m, 1.0)
+    rho = kern.key_threshold(key)
+    keep = P >= rho
+    assert keep.sum() == kept
+    srt = np.sort(P.ravel())[::-1]
+    if rule == "mass":
+        assert P[~keep].sum() <= value * P.sum() * (1 + 1e-12)
+        # minimal up to one key: dropping the next key up would drop too much
+        # (or the floor of n + m entries is what set it)
+        bigger = P >= kern.key_threshold(key + 1)
+        assert P[~bigger].sum() > value * P.sum() or bigger.sum() < n + m
+    else:
+        target = max(value if rule == "k" else value * n * m, n + m)
+        assert kept >= target
+        assert (P >= kern.key_threshold(key + 1)).sum() < target
+    assert srt[kept - 1] >= rho
+
+
+def test_select_threshold_floor_and_cap():
+    rng = np.random.default_rng(5)
+    n, m = 30, 30
+    P = np.exp(4 * rng.standard_normal((n, m)))      # spread over many keys
+    count = np.empty((1, kern.N_KEYS), dtype=np.int64)
+    mass = np.empty((1, kern.N_KEYS))
+    kern.log2_histogram(P, count, mass)
+    _, kept = select_threshold(count[0], mass[0], "k", 1, n, m, 1.0)
+    assert kept >= n + m                       # floor
+    _, kept = select_threshold(count[0], mass[0], "mass", 1e-12, n, m, 0.1)
+    assert 0 < kept <= 0.1 * n * m             # cap
+
+
+def test_hessian_csr_and_pcg_match_dense():
+    rng = np.random.default_rng(6)
+    n, m = 20, 15
+    P = rng.random((n, m)) ** 4
+    r, c = P.sum(1), P.sum(0)
+    indptr, indices, data = kern.extract_csr(P, 0.2, kern.chunk_counts(P, 0.2, 1))
+    ridge = 1e-12
+    hp, hi, hx, diag = kern.hessian_csr(indptr, indices, data, r, c, ridge)
+    Ps = np.where(P >= 0.2, P, 0.0)
+    H = np.block([[np.diag(r), Ps], [Ps.T, np.diag(c)]]) + ridge * np.eye(n + m)
+    x = rng.standard_normal(n + m)
+    np.testing.assert_allclose(kern.csr_matvec(hp, hi, hx, x), H @ x, rtol=1e-13)
+    np.testing.assert_allclose(diag, np.diag(H))
+    # H_s: symmetric, diagonally dominant, PSD
+    import scipy.sparse as sp
+    Hs = sp.csr_matrix((hx, hi, hp), shape=(n + m, n + m)).toarray()
+    np.testing.assert_allclose(Hs, Hs.T)
+    assert np.all(2 * np.diag(Hs) >= np.abs(Hs).sum(1) - 1e-12)
+    assert np.linalg.eigvalsh(Hs).min() >= -1e-12
+    # CG solves the consistent system orthogonally to the gauge e = (1, -1)
+    e = np.concatenate([np.ones(n), -np.ones(m)])
+    rhs = rng.standard_normal(n + m)
+    rhs -= (rhs @ e) / (e @ e) * e
+    dz, it, rel = kern.pcg_jacobi(hp, hi, hx, diag, rhs, 1e-12, 10 * (n + m), n)
+    assert rel <= 1e-12 and it > 0
+    assert abs(dz @ e) < 1e-8 * np.abs(dz).max()
+    ref = np.linalg.lstsq(H, rhs, rcond=None)[0]
+    ref -= (ref @ e) / (e @ e) * e
+    np.testing.assert_allclose(dz, ref, rtol=1e-6, atol=1e-8 * np.abs(ref).max())

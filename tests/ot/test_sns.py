@@ -1,0 +1,230 @@
+"""SNS: derivatives, optimality, agreement with log-Sinkhorn and with POT, the LP limit, robustness."""
+import warnings
+
+import numpy as np
+import ot
+import pytest
+
+import numopt
+from numopt.exceptions import ConvergenceWarning
+from numopt.ot._sinkhorn import Workspace
+from numopt.problems import OptimalTransport
+
+from _ot_cases import grid_problem, random_problem
+
+
+def _fd_setup(seed=0):
+    a, b, M = random_problem(8, 6, seed=seed)
+    prob = OptimalTransport(a, b, M, 0.3)
+    ws = Workspace(prob)
+    rng = np.random.default_rng(seed)
+    lu, lv = rng.standard_normal(8) * 0.3, rng.standard_normal(6) * 0.3
+    return prob, ws, lu, lv, rng
+
+
+def test_gradient_and_hessian_match_finite_differences():
+    prob, ws, lu, lv, rng = _fd_setup()
+    n, m = lu.size, lv.size
+
+    def fg(z):
+        f = ws.dual_pass(z[:n].copy(), z[n:].copy())
+        return f, np.concatenate([ws.a - ws.r, ws.b - ws.c]), ws.plans[0].copy()
+
+    z = np.concatenate([lu, lv])
+    f0, g0, P = fg(z)
+    H = np.block([[np.diag(P.sum(1)), P], [P.T, np.diag(P.sum(0))]])
+    for _ in range(3):
+        d = rng.standard_normal(n + m)
+        h = 1e-6
+        fp, gp, _ = fg(z + h * d)
+        fm, gm, _ = fg(z - h * d)
+        assert (fp - fm) / (2 * h) == pytest.approx(g0 @ d, rel=1e-7, abs=1e-9)
+        np.testing.assert_allclose((gp - gm) / (2 * h), -H @ d, rtol=1e-6, atol=1e-9)
+    # the brief's f(x, y) = reg (f~ + sum a) in the potentials x = reg (lu + 1), y = reg lv
+    x, y = prob.reg * (lu + 1), prob.reg * lv
+    E = (x[:, None] + y[None, :] - prob.M) / prob.reg - 1
+    f_brief = -prob.reg * np.exp(E).sum() + ws.a @ x + ws.b @ y
+    assert prob.reg * (f0 + ws.a.sum()) == pytest.approx(f_brief, rel=1e-12)
+    # gauge: (1, -1) is in the null space of H
+    e = np.concatenate([np.ones(n), -np.ones(m)])
+    np.testing.assert_allclose(H @ e, 0, atol=1e-14)
+
+
+def _optimality(res, prob, tol):
+    P = res.plan
+    assert np.abs(P.sum(1) - prob.a).sum() + np.abs(P.sum(0) - prob.b).sum() <= 10 * tol
+    # strong duality: primal = dual
+    assert res.fun == pytest.approx(res.dual, rel=1e-9, abs=1e-12)
+    # P_ij = exp((x_i + y_j - M_ij)/reg - 1)
+    x, y = res.x[:prob.n], res.x[prob.n:]
+    np.testing.assert_allclose(P, np.exp((x[:, None] + y[None, :] - prob.M) / prob.reg - 1), rtol=1e-9,
+                               atol=1e-300)
+
+
+@pytest.mark.parametrize("case", ["random", "grid2", "grid1"])
+def test_sns_optimality_and_agreement_with_log_sinkhorn(case):
+    if case == "random":
+        a, b, M = random_problem(60, 50, seed=1)
+        reg = 0.01
+    else:
+        a, b, M = grid_problem(8, p=2 if case == "grid2" else 1)
+        reg = 0.02
+    prob = OptimalTransport(a, b, M, reg)
+    res = numopt.minimize(prob, method="sns", tol=1e-12, maxiter=500)
+    assert res.success, res.message
+    assert res.marginal_error <= 1e-12
+    assert res.nit_newton > 0 and res.nit == res.nit_sinkhorn + res.nit_newton + res.nit_fallback_sweeps
+    _optimality(res, prob, 1e-12)
+    ref = numopt.minimize(prob, method="sinkhorn_log", tol=1e-13, maxiter=200000)
+    assert ref.success
+    np.testing.assert_allclose(res.plan, ref.plan, rtol=1e-7, atol=1e-12)
+    assert res.cost == pytest.approx(ref.cost, rel=1e-9)
+    # potentials agree after centring the gauge
+    def centred(r):
+        x, y = r.x[:prob.n], r.x[prob.n:]
+        t = (y.sum() - x.sum()) / (prob.n + prob.m)
+        return np.concatenate([x + t, y - t])
+    np.testing.assert_allclose(centred(res), centred(ref), atol=1e-7 * reg)
+
+
+def test_sns_matches_pot_at_moderate_reg():
+    rs = np.random.RandomState(0)
+    x = rs.randn(100, 2)
+    M = ot.dist(x, x)
+    u = np.ones(100) / 100
+    Pp = ot.sinkhorn(u, u, M, 1.0, stopThr=1e-13, numItermax=100000)
+    for method in ("sns", "sinkhorn_log", "sinkhorn"):
+        P = numopt.ot.sinkhorn(u, u, M, 1.0, method=method, stopThr=1e-12)
+        np.testing.assert_allclose(P, Pp, rtol=1e-8, atol=1e-14)
+        P10 = numopt.ot.sinkhorn(u, u, M, 1.0, method=method, stopThr=1e-10)
+        np.testing.assert_allclose(P10.sum(0), u, atol=1e-5)
+        np.testing.assert_allclose(P10.sum(1), u, atol=1e-5)
+        np.testing.assert_allclose(P10, ot.sinkhorn(u, u, M, 1.0, stopThr=1e-10), atol=1e-5)
+
+
+def test_cost_tends_to_emd2_within_entropic_bias():
+    a, b, M = random_problem(40, 35, seed=2)
+    lp = ot.emd2(a, b, M)
+    H = min(-(a * np.log(a)).sum(), -(b * np.log(b)).sum())
+    gaps = []
+    for reg in (1e-1, 1e-2, 1e-3):
+        res = numopt.minimize(OptimalTransport(a, b, M, reg), method="sns", tol=1e-10, maxiter=3000)
+        assert res.success
+        gap = res.cost - lp
+        assert -1e-9 <= gap <= reg * H + 1e-9
+        gaps.append(gap)
+    assert gaps[-1] < gaps[0] and gaps[-1] < 1e-3
+
+
+def test_zero_masses_small_reg_no_nan():
+    a, b, M = random_problem(30, 25, seed=3, zeros=True)
+    for reg in (1e-5 * M.max(), 1e-3):
+        res = numopt.minimize(OptimalTransport(a, b, M, reg), method="sns", tol=1e-9, maxiter=2000, warn=False)
+        for key in ("plan", "cost", "marginal_error", "fun", "dual"):
+            assert np.all(np.isfinite(res[key])), key
+        assert np.all(res.plan[a == 0] == 0) and np.all(res.plan[:, b == 0] == 0)
+        assert np.all(np.isneginf(res.log_u[a == 0])) and np.all(np.isfinite(res.log_u[a > 0]))
+        assert np.all(np.isneginf(res.log_v[b == 0]))
+        if reg == 1e-3:
+            assert res.success
+            np.testing.assert_allclose(res.plan.sum(1), a, atol=1e-9)
+            np.testing.assert_allclose(res.plan.sum(0), b, atol=1e-9)
+
+
+def test_sparsity_rules_and_options():
+    a, b, M = random_problem(50, 50, seed=4)
+    prob = OptimalTransport(a, b, M, 0.005)
+    base = numopt.minimize(prob, method="sns", tol=1e-11)
+    assert base.success
+    for sp in (("lambda", 6 / 50), ("k", 300), ("mass", 1e-3)):
+        res = numopt.minimize(prob, method="sns", tol=1e-11, sparsity=sp, maxiter=3000)
+        assert res.success, sp
+        np.testing.assert_allclose(res.plan, base.plan, rtol=1e-6, atol=1e-12)
+        assert np.all((res.density > 0) & (res.density <= 0.1 + 1e-12))
+    with pytest.raises(ValueError, match="sparsity"):
+        numopt.minimize(prob, method="sns", sparsity=("top", 3))
+    with pytest.raises(TypeError, match="sparsity"):
+        numopt.minimize(prob, method="sns", sparsity=1e-5)
+    with pytest.raises(ValueError, match="density_max"):
+        numopt.minimize(prob, method="sns", density_max=2.0)
+    with pytest.raises(ValueError, match="unknown option"):
+        numopt.minimize(prob, method="sns", foo=1)
+
+
+def test_fallback_sweeps_still_converge(monkeypatch):
+    # every other Newton direction is turned into a descent direction: the line search must reject it
+    # and fall back to an exact Sinkhorn sweep
+    from numopt.ot import _sns
+    real = _sns.kern.pcg_jacobi
+    calls = []
+
+    def flaky(*args):
+        dz, it, rel = real(*args)
+        calls.append(it)
+        return (-dz if len(calls) % 2 else dz), it, rel
+
+    monkeypatch.setattr(_sns.kern, "pcg_jacobi", flaky)
+    a, b, M = grid_problem(5, p=2)
+    prob = OptimalTransport(a, b, M, 0.05)
+    res = numopt.minimize(prob, method="sns", tol=1e-10, n_sinkhorn=0, maxiter=500)
+    assert res.success
+    assert res.n_fallback > 0 and res.nit_newton > 0
+    stages = np.asarray(res.history["stage"])
+    assert np.sum(stages == 2) == res.n_fallback and np.sum(stages == 1) == res.nit_newton
+    ref = numopt.minimize(prob, method="sinkhorn_log", tol=1e-12, maxiter=100000)
+    np.testing.assert_allclose(res.plan, ref.plan, rtol=1e-6, atol=1e-12)
+
+
+def test_warm_start_from_solution_returns_at_once():
+    a, b, M = random_problem(20, 20, seed=5)
+    prob = OptimalTransport(a, b, M, 0.05)
+    res = numopt.minimize(prob, method="sns", tol=1e-11)
+    again = numopt.minimize(prob, res.x, method="sns", tol=1e-10)
+    assert again.nit == 0 and again.success
+    np.testing.assert_allclose(again.plan, res.plan, rtol=1e-10)
+    with pytest.raises(ValueError, match="x0"):
+        numopt.minimize(prob, np.zeros(3), method="sns")
+    bad = res.x.copy()
+    bad[0] = np.nan
+    with pytest.raises(ValueError, match="x0"):
+        numopt.minimize(prob, bad, method="sns")
+
+
+def test_maxiter_callback_and_history():
+    a, b, M = random_problem(30, 30, seed=6)
+    prob = OptimalTransport(a, b, M, 1e-3)
+    with pytest.warns(ConvergenceWarning):
+        res = numopt.minimize(prob, method="sns", maxiter=22)
+    assert not res.success and res.status == 1 and res.nit == 22
+    seen = []
+
+    def cb(r):
+        seen.append(r.err)
+        if len(seen) == 4:
+            raise StopIteration
+
+    res = numopt.minimize(prob, method="sns", callback=cb)
+    assert res.status == 99 and len(seen) == 4
+    res = numopt.minimize(prob, method="sns", tol=1e-10)
+    err = res.history["err"]
+    assert err[-1] == pytest.approx(res.marginal_error) and err[-1] <= 1e-10
+    assert len(res.cg_iters) == res.nit_newton + res.n_fallback
+
+
+def test_float32_inputs_keep_dtype():
+    a, b, M = random_problem(25, 20, seed=7)
+    a32, b32, M32 = a.astype(np.float32), b.astype(np.float32), M.astype(np.float32)
+    for method in ("sns", "sinkhorn_log"):
+        res = numopt.minimize(OptimalTransport(a32, b32, M32, 0.01), method=method, tol=1e-9, maxiter=5000)
+        assert res.plan.dtype == np.float32 and res.x.dtype == np.float32
+        assert res.success
+        np.testing.assert_allclose(res.plan.sum(1), a32, atol=1e-6)
+
+
+def test_verbose_logs(caplog):
+    a, b, M = random_problem(10, 10, seed=8)
+    with caplog.at_level("INFO", logger="numopt.sns"):
+        numopt.minimize(OptimalTransport(a, b, M, 0.05), method="sns", verbose=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        numopt.minimize(OptimalTransport(a, b, M, 0.05), method="sns", maxiter=1, warn=False)
