@@ -68,3 +68,6 @@ class FunctionProblem(Problem):
 
 
 # --- problems defined by the areas (one import line per area) ---------------------------------------
+from .bcd._problem import LabelPropagation, LeastSquares, Logistic, MultinomialLogistic, Quadratic  # noqa: E402
+
+__all__ += ["LeastSquares", "Logistic", "MultinomialLogistic", "LabelPropagation", "Quadratic"]
