@@ -27,7 +27,7 @@ UPDATES = ("auto", "gradient", "gradient-ls", "lipschitz", "newton", "tree-newto
 
 def minimize_bcd(problem, x0=None, *, callback=None, selection="auto", partition="variable", block_size=None,
                  update="auto", tol=1e-6, maxiter=10000, check_every=None, f_target=None, target_tol=1e-8,
-                 p0=10, inner="gsq", max_inner=1_000_000, random_state=None, verbose=False, progress=False):
+                 p0=10, inner="auto", max_inner=1_000_000, random_state=None, verbose=False, progress=False):
     r"""Greedy block coordinate descent.
 
     Minimizes :math:`F(x) = f(x) + \sum_i \psi_i(x_i)` (``f`` smooth convex, ``psi_i`` zero, ``l1 |x_i|``
@@ -74,7 +74,8 @@ def minimize_bcd(problem, x0=None, *, callback=None, selection="auto", partition
     p0 : int
         Smallest greedy block of the proximal path (it grows to ``2 |supp|``).
     inner : str
-        Coordinate rule of the block subproblem solver of ``pn``: ``gsq`` (greedy) or ``cyclic``.
+        Coordinate rule of the block subproblem solver of ``pn``: ``gsq`` (greedy), ``cyclic``, or ``auto``
+        (greedy up to 256 coordinates, cyclic above: the greedy ranking costs O(|b|) per update).
     max_inner : int
         Cap on coordinate updates per block subproblem.
     random_state : None, int or Generator
@@ -95,7 +96,7 @@ def minimize_bcd(problem, x0=None, *, callback=None, selection="auto", partition
     check_choice(selection, "selection", SELECTIONS)
     check_choice(partition, "partition", PARTITIONS)
     check_choice(update, "update", UPDATES)
-    check_choice(inner, "inner", ("gsq", "cyclic"))
+    check_choice(inner, "inner", ("auto", "gsq", "cyclic"))
     tol = check_positive(tol, "tol", strict=False)
     maxiter = check_int(maxiter, "maxiter", min_value=0)
     block_size = check_int(block_size, "block_size", min_value=1, allow_none=True)
@@ -483,7 +484,7 @@ def _update(pb, st, b, update, prox, F, L, l1, nonneg, inner, max_inner):
     if update == "pn":
         H = st.hess_block(b, True)
         w = x_b.copy()
-        K.cd_l1_gram(np.ascontiguousarray(H), H @ x_b - g_b, w, l1, nonneg, 0.0, max_inner, inner == "gsq")
+        K.cd_l1_gram(np.ascontiguousarray(H), H @ x_b - g_b, w, l1, nonneg, 0.0, max_inner, inner != "cyclic")
         return _apply_checked(pb, st, b, w - x_b, F, prox, l1, x_b, g_b, armijo=not quadratic)
     # lipschitz (bound H_b) or newton (true Hessian); both exact for a quadratic
     H = st.hess_block(b, update == "newton")

@@ -45,6 +45,40 @@ def _gram(pb, ws, weights=None):
     return H, Abd
 
 
+class _GramCache:
+    """``A_W^T A_W`` for the current block, reusing the entries of the previous block.
+
+    Consecutive greedy blocks share most coordinates (the support), so only the Gram columns of the
+    newcomers are computed: O(nnz of A_W^T A_new) instead of the whole product each iteration.
+    """
+
+    def __init__(self, pb):
+        self.pb = pb
+        self.cols = np.empty(0, dtype=np.int64)
+        self.G = np.empty((0, 0))
+
+    def get(self, ws):
+        A = self.pb.A
+        known = np.isin(ws, self.cols, assume_unique=True)
+        new = ws[~known]
+        if new.size == 0 and ws.size == self.cols.size:
+            return self.G.copy()
+        m = ws.size
+        G = np.empty((m, m))
+        ik = np.flatnonzero(known)
+        if ik.size:
+            old = np.searchsorted(self.cols, ws[ik])
+            G[np.ix_(ik, ik)] = self.G[np.ix_(old, old)]
+        if new.size:
+            inew = np.flatnonzero(~known)
+            cross = A[:, ws].T @ A[:, new]
+            cross = cross.toarray() if sp.issparse(cross) else np.asarray(cross)
+            G[:, inew] = cross
+            G[inew, :] = cross.T
+        self.cols, self.G = ws.copy(), G
+        return G.copy()
+
+
 def _block_matvec(pb, ws, Abd, d):
     if Abd is not None:
         return Abd @ d
@@ -60,13 +94,13 @@ def solve_prox(pb, x, mon, *, tol, maxiter, p0, inner, max_inner, f_target, targ
     L = pb.lipschitz()
     p = pb.n_features
     fit = pb.datafit
-    greedy = inner == "gsq"
     squared = fit.name == "squared"
     z = np.asarray(A @ x, dtype=np.float64)
     d = np.empty(p)
     q = np.empty(p)
     scale = pb.gap_scale
     converged = False
+    gram = _GramCache(pb) if squared else None
     prev_active = None
     active_iter = 0
     n_inner = 0
@@ -111,10 +145,13 @@ def solve_prox(pb, x, mon, *, tol, maxiter, p0, inner, max_inner, f_target, targ
         gw = g[ws]
         tol_in = 0.3 * kkt
         if squared:
-            H, Abd = _gram(pb, ws)
+            H = gram.get(ws)
+            if l2 > 0:
+                H[np.diag_indices_from(H)] += l2
+            Abd = None
             c = H @ xw - gw
             w = xw.copy()
-            nup, _ = K.cd_l1_gram(H, c, w, l1, nonneg, tol_in, max_inner, greedy)
+            nup, _ = K.cd_l1_gram(H, c, w, l1, nonneg, tol_in, max_inner, _greedy(inner, ws.size))
             n_inner += nup
             step = w - xw
             x[ws] = w
@@ -126,7 +163,7 @@ def solve_prox(pb, x, mon, *, tol, maxiter, p0, inner, max_inner, f_target, targ
                 H, Abd = _gram(pb, ws, h)
                 c = H @ xw - gw
                 w = xw.copy()
-                nup, _ = K.cd_l1_gram(H, c, w, l1, nonneg, 0.3 * tol_in, max_inner, greedy)
+                nup, _ = K.cd_l1_gram(H, c, w, l1, nonneg, 0.3 * tol_in, max_inner, _greedy(inner, ws.size))
                 n_inner += nup
                 step = w - xw
                 dz = _block_matvec(pb, ws, Abd, step)
@@ -156,6 +193,12 @@ def solve_prox(pb, x, mon, *, tol, maxiter, p0, inner, max_inner, f_target, targ
     extra = dict(gap=gap, rel_gap=gap / scale, active_set_iter=active_iter, n_coordinate_updates=n_inner,
                  fun=fit.value(z) + pb.penalty(x))
     return x, converged, extra
+
+
+def _greedy(inner, m):
+    # greedy (GS-q) inner CD costs O(m) per update for the ranking, cyclic O(m) only per nonzero update:
+    # measured, greedy wins on small blocks and cyclic on blocks of a few hundred coordinates and more
+    return inner == "gsq" or (inner == "auto" and m <= 256)
 
 
 def _gap(pb, z, u, g, x, F):

@@ -1,0 +1,1 @@
+"""Ratio scripts: ``python -m numopt.bench <area>`` prints ours vs. peers, same run."""
