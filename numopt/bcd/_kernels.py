@@ -90,7 +90,14 @@ def cd_l1_gram(H, c, w, lam, nonneg, tol, max_updates, greedy):
                         qbest = q
                         best = i
         return updates, kkt
-    # cyclic sweeps
+    # cyclic sweeps, with Anderson extrapolation of the sweep iterates every ``AA`` sweeps (accepted only
+    # when it lowers the objective): on correlated columns plain sweeps crawl along the valley
+    AA = 5
+    hist = np.empty((AA + 1, m))
+    nh = 0
+    for i in range(m):
+        hist[0, i] = w[i]
+    nh = 1
     while updates < max_updates:
         kkt = 0.0
         for j in range(m):
@@ -109,7 +116,67 @@ def cd_l1_gram(H, c, w, lam, nonneg, tol, max_updates, greedy):
                     grad[i] += H[j, i] * delta
         if kkt <= tol:
             break
+        for i in range(m):
+            hist[nh, i] = w[i]
+        nh += 1
+        if nh == AA + 1:
+            _anderson(H, c, w, grad, hist, lam, nonneg)
+            for i in range(m):
+                hist[0, i] = w[i]
+            nh = 1
     return updates, kkt
+
+
+@njit(cache=True, nogil=True)
+def _objective(H, c, w, lam):
+    m = w.shape[0]
+    s = 0.0
+    for i in range(m):
+        t = 0.0
+        for j in range(m):
+            t += H[i, j] * w[j]
+        s += w[i] * (0.5 * t - c[i]) + lam * abs(w[i])
+    return s
+
+
+@njit(cache=True, nogil=True)
+def _anderson(H, c, w, grad, hist, lam, nonneg):
+    """Anderson extrapolation of the last sweep iterates ``hist``; replaces ``w`` (and ``grad``) if better."""
+    K1, m = hist.shape
+    K = K1 - 1
+    U = np.empty((K, m))
+    for k in range(K):
+        for i in range(m):
+            U[k, i] = hist[k + 1, i] - hist[k, i]
+    C = U @ U.T
+    scale = 0.0
+    for k in range(K):
+        scale += C[k, k]
+    if scale <= 0.0:
+        return
+    for k in range(K):
+        C[k, k] += 1e-10 * scale
+    z = np.linalg.solve(C, np.ones(K))
+    sz = z.sum()
+    if sz == 0.0 or not np.isfinite(sz):
+        return
+    z /= sz
+    acc = np.zeros(m)
+    for k in range(K):
+        for i in range(m):
+            acc[i] += z[k] * hist[k + 1, i]
+    if nonneg:
+        for i in range(m):
+            if acc[i] < 0.0:
+                acc[i] = 0.0
+    if _objective(H, c, acc, lam) < _objective(H, c, w, lam):
+        for i in range(m):
+            w[i] = acc[i]
+        for i in range(m):
+            s = -c[i]
+            for j in range(m):
+                s += H[i, j] * w[j]
+            grad[i] = s
 
 
 @njit(cache=True, nogil=True)
@@ -212,6 +279,9 @@ def warmup():
     for greedy in (True, False):
         for nonneg in (True, False):
             cd_l1_gram(H, c, np.zeros(2), 0.1, nonneg, 1e-12, 100, greedy)
+    H4 = np.eye(8) + 0.5
+    for nonneg in (True, False):
+        cd_l1_gram(H4, np.arange(8.0), np.zeros(8), 0.1, nonneg, 0.0, 200, False)  # reaches Anderson
     d = np.empty(2)
     q = np.empty(2)
     prox_scores(c, np.zeros(2), np.ones(2), 0.1, False, d, q)
