@@ -116,12 +116,15 @@ def greedy_forest(const index_t[::1] indptr, const index_t[::1] indices, const l
 
 
 def tree_solve(const index_t[::1] indptr, const index_t[::1] indices, const floating[::1] data,
-               const long long[::1] block, long long[::1] pos, const double[::1] rhs, double[::1] xout):
+               const long long[::1] block, long long[::1] pos, const double[::1] rhs, double[::1] xout,
+               const double[::1] x=None, const double[::1] g=None):
     """Solve ``Q_bb x = rhs`` exactly when the graph of ``Q_bb`` is a forest, in O(|b| + degrees).
 
     ``Q`` is symmetric CSR (diagonal stored), ``block`` the nodes of b, ``pos`` an int64 array of length p
-    holding -1 everywhere (restored on exit). Returns ``0`` on success or ``-(i+1)`` when the pivot of the
-    ``i``-th block node is not positive (``Q_bb`` is not positive definite).
+    holding -1 everywhere (restored on exit). When the full iterate ``x`` and gradient ``g = Qx - c`` are
+    given, ``rhs`` is ignored and the block's right-hand side ``Q_bb x_b - g_b`` (i.e. ``c_b`` minus the
+    coupling to the nodes outside b) is formed here, without building ``Q_bb``. Returns ``0`` on success or
+    ``-(i+1)`` when the pivot of the ``i``-th block node is not positive (``Q_bb`` is not positive definite).
     """
     cdef Py_ssize_t m = block.shape[0], t, head, tail, s, status = 0
     cdef long long v, w, pv, root
@@ -135,11 +138,22 @@ def tree_solve(const index_t[::1] indptr, const index_t[::1] indices, const floa
     cdef long long[::1] order = order_np, par = par_np
     cdef double[::1] wpar = wpar_np, piv = piv_np, r = r_np
     cdef signed char[::1] seen = seen_np
+    cdef bint own_rhs = x is not None and g is not None
+    cdef double acc
     with nogil:
         for t in range(m):
             pos[block[t]] = t
-            r[t] = rhs[t]
+        for t in range(m):
             piv[t] = 0.0
+            if own_rhs:
+                v = block[t]
+                acc = -g[v]
+                for k in range(indptr[v], indptr[v + 1]):
+                    if pos[indices[k]] >= 0:
+                        acc = acc + data[k] * x[indices[k]]
+                r[t] = acc
+            else:
+                r[t] = rhs[t]
         for t in range(m):
             v = block[t]
             for k in range(indptr[v], indptr[v + 1]):

@@ -185,7 +185,8 @@ def _classic(pb, st, mon, *, selection, partition, tau, update, prox, tol, maxit
     iht_mu = None
     perm, perm_pos = None, 0
     fb_next = 0
-    check_every = check_every or max(1, -(-P // tau))
+    # one epoch; forest blocks are epochs by themselves, so refresh (one full matvec) every 10 of them
+    check_every = check_every or max(len(blocks) if blocks else -(-P // tau), 10 if update == "tree-newton" else 1)
     dvec = np.empty(P)
     qvec = np.empty(P)
     parent = np.arange(P, dtype=np.int64)
@@ -441,18 +442,21 @@ def _solve_factor(fac, r):
 
 def _update(pb, st, b, update, prox, F, L, l1, nonneg, inner, max_inner):
     """Apply one block update; returns the new objective value."""
-    g_b = st.g[b].copy()
     x_b = st.x[b].copy()
     if update == "tree-newton":
         Q = st.Q
         # rhs r_b = Q_bb x_b - g_b, solved exactly on the forest block
-        rhs = Q[b][:, b] @ x_b - g_b
         xn = np.empty(b.size)
-        status = cy.tree_solve(Q.indptr, Q.indices, Q.data, b, _pos_buffer(st), rhs, xn)
+        # the kernel forms the block right-hand side Q_bb x_b - g_b itself (no Q_bb is built)
+        status = cy.tree_solve(Q.indptr, Q.indices, Q.data, b, _pos_buffer(st), xn, xn, st.x, st.g)
         if status != 0:
             raise ValueError("Q is not positive definite: a non-positive pivot occurred in a forest solve")
-        st.apply(b, xn - x_b)
-        return st.value()
+        d = xn - x_b
+        # exact block minimization: F drops by exactly 1/2 g_b^T d (new g_b = 0), O(|b|) instead of O(p)
+        dF = 0.5 * float(st.g[b] @ d)
+        st.apply(b, d)
+        return F + dF
+    g_b = st.g[b].copy()
     if isinstance(st, FunState):
         # gradient-ls: backtrack L_b from the stored estimates, store it back on b
         # start slightly below the stored estimate so that L_b can also decrease
