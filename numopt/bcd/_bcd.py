@@ -17,7 +17,7 @@ from .._validation import as_float_array, check_choice, check_int, check_positiv
 from ..problems import FunctionProblem
 from . import _kernels as K
 from ._problem import Quadratic, _GLM
-from ._prox import solve_prox
+from ._prox import single_thread_blas, solve_prox
 from ._state import FunState, GLMState, QuadState
 
 SELECTIONS = ("auto", "cyclic", "random", "lipschitz", "gs", "gsl", "gsd", "gsq")
@@ -171,14 +171,7 @@ def minimize_bcd(problem, x0=None, *, callback=None, selection="auto", partition
 def _single_thread_blas(tau):
     """Small block products run faster on one BLAS thread; threaded BLAS on tiny matrices can spin for
     milliseconds per call on a busy machine (measured: 13x slower on a loaded 2-core box)."""
-    import contextlib
-    if tau > 256:
-        return contextlib.nullcontext()
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover - optional
-        return contextlib.nullcontext()
-    return threadpool_limits(1, user_api="blas")
+    return single_thread_blas(tau <= 256)
 
 
 # --------------------------------------------------------------------------------------------------
