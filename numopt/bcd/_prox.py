@@ -22,6 +22,9 @@ import scipy.sparse as sp
 from . import _kernels as K
 
 
+GRAM_MAX = 512  # largest sparse block solved with its Gram matrix (above: residual-form CD)
+
+
 def _block_columns(pb, ws):
     """``A[:, ws]`` as a dense (n, m) float64 array."""
     Ab = pb.A[:, ws]
@@ -58,12 +61,19 @@ class _GrowingGram:
         self.pb = pb
         self.ws = np.empty(0, dtype=np.int64)
         self.buf = np.empty((0, 0))
+        self.use_gram = True
 
-    def grow(self, new):
+    def grow(self, new, gram_max=np.inf):
         A = self.pb.A
         m0 = self.ws.size
         ws = np.concatenate([self.ws, new])
         m = ws.size
+        if m > gram_max or not self.use_gram:
+            # large sparse blocks: residual-form coordinate descent needs no Gram (O(nnz) per update
+            # instead of O(|W|)); the block only grows, so the switch is final
+            self.use_gram = False
+            self.ws = ws
+            return None
         if m > self.buf.shape[0]:
             cap = max(m, 2 * self.buf.shape[0], 64)
             buf = np.empty((cap, cap))
@@ -145,7 +155,7 @@ def solve_prox(pb, x, mon, *, tol, maxiter, p0, inner, max_inner, f_target, targ
                 converged = True
                 break
             if new.size:
-                gram.grow(new)
+                gram.grow(new, GRAM_MAX if pb.sparse else np.inf)
             ws = gram.ws
         else:
             ws = K.top_k(score, size)
@@ -156,8 +166,16 @@ def solve_prox(pb, x, mon, *, tol, maxiter, p0, inner, max_inner, f_target, targ
         gw = g[ws]
         # while the block still grows a lot its subproblem changes next time: solve it loosely (skglm's 0.3);
         # once it is nearly stable, tightly (the free-set Newton steps make that cheap)
-        tol_in = 0.3 * kkt if (not squared or n_new > 0.05 * ws.size) else 0.01 * kkt
-        if squared:
+        tol_in = 0.3 * kkt if (not squared or not gram.use_gram or n_new > 0.05 * ws.size) else 0.01 * kkt
+        if squared and not gram.use_gram:
+            r = fit.b - z
+            w = xw.copy()
+            sweeps, _ = K.cd_l1_residual(A.indptr, A.indices, A.data, ws, L[ws], w, r, l1, l2, nonneg, tol_in,
+                                         max(1, max_inner // max(ws.size, 1)))
+            n_inner += sweeps * ws.size
+            x[ws] = w
+            z = fit.b - r
+        elif squared:
             H = gram.buf[:gram.ws.size, :gram.ws.size]
             if l2 > 0:
                 H = H + l2 * np.eye(ws.size)
