@@ -208,3 +208,39 @@ def test_partitions_cover_and_are_forests():
     for b in rb:   # independent sets: Q_bb diagonal
         sub = Q[b][:, b].toarray()
         assert np.count_nonzero(sub - np.diag(np.diag(sub))) == 0
+
+
+@pytest.mark.parametrize("nonneg", [False, True])
+def test_cd_l1_residual_vs_sklearn(nonneg):
+    from sklearn.linear_model import ElasticNet
+    A = sp.random(60, 40, density=0.3, random_state=8, format="csc")
+    b = np.random.default_rng(8).standard_normal(60)
+    ws = np.arange(40, dtype=np.int64)
+    l1, l2 = 0.05, 0.02
+    L = np.asarray(A.multiply(A).sum(axis=0)).ravel() + l2
+    w = np.zeros(40)
+    r = b.copy()
+    sweeps, kkt = K.cd_l1_residual(A.indptr, A.indices, A.data, ws, L, w, r, l1, l2, nonneg, 1e-13, 100_000)
+    assert kkt <= 1e-13
+    np.testing.assert_allclose(r, b - A @ w, atol=1e-12)
+    # sklearn's ElasticNet: 1/(2n)|b - Aw|^2 + a*rho |w|_1 + a(1-rho)/2 |w|^2
+    n = 60
+    a = (l1 + l2) / n
+    sk = ElasticNet(alpha=a, l1_ratio=l1 / (l1 + l2), fit_intercept=False, positive=nonneg, tol=1e-14,
+                    max_iter=10**6).fit(A, b)
+    np.testing.assert_allclose(w, sk.coef_, atol=1e-8)
+
+
+def test_prox_path_residual_mode_matches_sklearn(monkeypatch):
+    import numopt
+    import numopt.bcd._prox as P
+    from numopt.problems import LeastSquares
+    from sklearn.linear_model import Lasso
+    monkeypatch.setattr(P, "GRAM_MAX", 0)   # force the residual-form inner solver
+    A = sp.random(80, 200, density=0.1, random_state=9, format="csc")
+    b = np.random.default_rng(9).standard_normal(80)
+    alpha = 0.05 * np.abs(A.T @ b).max() / 80
+    res = numopt.minimize(LeastSquares(A, b, l1=80 * alpha), method="bcd", tol=1e-12)
+    sk = Lasso(alpha=alpha, fit_intercept=False, tol=1e-12, max_iter=10**6).fit(A, b)
+    assert res.success
+    np.testing.assert_allclose(res.x, sk.coef_, atol=1e-6)
