@@ -140,35 +140,48 @@ def _objective(H, c, w, lam):
 
 
 @njit(cache=True, nogil=True)
-def _anderson(H, c, w, grad, hist, lam, nonneg):
-    """Anderson extrapolation of the last sweep iterates ``hist``; replaces ``w`` (and ``grad``) if better."""
+def _extrapolate(hist, nonneg):
+    """Anderson combination of the iterates ``hist[0..K]``: weights c (sum 1) minimizing |sum c_k dw_k|.
+
+    Returns ``(ok, acc)``; ``acc`` is projected on ``w >= 0`` when ``nonneg``.
+    """
     K1, m = hist.shape
     K = K1 - 1
+    acc = np.zeros(m)
     U = np.empty((K, m))
     for k in range(K):
-        for i in range(m):
-            U[k, i] = hist[k + 1, i] - hist[k, i]
+        for t in range(m):
+            U[k, t] = hist[k + 1, t] - hist[k, t]
     C = U @ U.T
     scale = 0.0
     for k in range(K):
         scale += C[k, k]
     if scale <= 0.0:
-        return
+        return False, acc
     for k in range(K):
         C[k, k] += 1e-10 * scale
     z = np.linalg.solve(C, np.ones(K))
     sz = z.sum()
     if sz == 0.0 or not np.isfinite(sz):
-        return
+        return False, acc
     z /= sz
-    acc = np.zeros(m)
     for k in range(K):
-        for i in range(m):
-            acc[i] += z[k] * hist[k + 1, i]
+        for t in range(m):
+            acc[t] += z[k] * hist[k + 1, t]
     if nonneg:
-        for i in range(m):
-            if acc[i] < 0.0:
-                acc[i] = 0.0
+        for t in range(m):
+            if acc[t] < 0.0:
+                acc[t] = 0.0
+    return True, acc
+
+
+@njit(cache=True, nogil=True)
+def _anderson(H, c, w, grad, hist, lam, nonneg):
+    """Anderson extrapolation of the last sweep iterates ``hist``; replaces ``w`` (and ``grad``) if better."""
+    m = w.shape[0]
+    ok, acc = _extrapolate(hist, nonneg)
+    if not ok:
+        return
     if _objective(H, c, acc, lam) < _objective(H, c, w, lam):
         for i in range(m):
             w[i] = acc[i]
@@ -232,33 +245,10 @@ def cd_l1_residual(indptr, indices, data, ws, Lw, w, r, lam, l2, nonneg, tol, ma
 
 @njit(cache=True, nogil=True)
 def _anderson_residual(indptr, indices, data, ws, w, r, hist, lam, l2, nonneg):
-    K1, m = hist.shape
-    K = K1 - 1
-    U = np.empty((K, m))
-    for k in range(K):
-        for t in range(m):
-            U[k, t] = hist[k + 1, t] - hist[k, t]
-    C = U @ U.T
-    scale = 0.0
-    for k in range(K):
-        scale += C[k, k]
-    if scale <= 0.0:
+    m = w.shape[0]
+    ok, acc = _extrapolate(hist, nonneg)
+    if not ok:
         return
-    for k in range(K):
-        C[k, k] += 1e-10 * scale
-    z = np.linalg.solve(C, np.ones(K))
-    sz = z.sum()
-    if sz == 0.0 or not np.isfinite(sz):
-        return
-    z /= sz
-    acc = np.zeros(m)
-    for k in range(K):
-        for t in range(m):
-            acc[t] += z[k] * hist[k + 1, t]
-    if nonneg:
-        for t in range(m):
-            if acc[t] < 0.0:
-                acc[t] = 0.0
     # residual at the extrapolated point and both objectives
     r2 = r.copy()
     pen_old = 0.0

@@ -79,8 +79,12 @@ class _GrowingGram:
             buf = np.empty((cap, cap))
             buf[:m0, :m0] = self.buf[:m0, :m0]
             self.buf = buf
-        cross = A[:, ws].T @ A[:, new]
-        cross = cross.toarray() if sp.issparse(cross) else np.asarray(cross)
+        if sp.issparse(A):
+            # sparse (m x n) times the dense new columns: no symbolic sparse-product pass
+            cross = A[:, ws].T @ A[:, new].toarray()
+        else:
+            cross = A[:, ws].T @ A[:, new]
+        cross = np.asarray(cross)
         self.buf[:m, m0:m] = cross
         self.buf[m0:m, :m0] = cross[:m0].T
         self.ws = ws
