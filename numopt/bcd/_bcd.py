@@ -41,7 +41,8 @@ def minimize_bcd(problem, x0=None, *, callback=None, selection="auto", partition
       :math:`q_i = \min_d g_i d + \tfrac{L_i}{2} d^2 + \psi_i(x_i + d) - \psi_i(x_i)`), ``cyclic``,
       ``random``, ``lipschitz`` (:math:`P(i) \propto L_i`).
     * **update**: ``gradient`` :math:`x_b \leftarrow x_b - g_b / L_b` (:math:`L_b = \lambda_{max}(H_b)`),
-      ``gradient-ls`` (backtracked :math:`L_b`), ``lipschitz`` :math:`x_b \leftarrow x_b - H_b^{-1} g_b`,
+      ``gradient-ls`` (backtracked :math:`L_b`, stored per coordinate; for callables -- problems with a known
+      bound use ``gradient``'s exact :math:`L_b`), ``lipschitz`` :math:`x_b \leftarrow x_b - H_b^{-1} g_b`,
       ``newton`` (true block Hessian with Armijo backtracking), ``tree-newton`` (exact solve on a forest
       block of a sparse quadratic in O(|b|), by leaf-to-root elimination), ``pg`` (block proximal gradient),
       ``pn`` (block proximal Newton: the block's L1-quadratic model solved by greedy coordinate descent).
