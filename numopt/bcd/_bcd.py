@@ -22,7 +22,7 @@ from ._state import FunState, GLMState, QuadState
 
 SELECTIONS = ("auto", "cyclic", "random", "lipschitz", "gs", "gsl", "gsd", "gsq")
 PARTITIONS = ("variable", "order", "avg", "sort", "tree", "red-black")
-UPDATES = ("auto", "gradient", "gradient-ls", "lipschitz", "newton", "tree-newton", "pg", "pn")
+UPDATES = ("auto", "gradient", "gradient-ls", "lipschitz", "newton", "tree-newton", "pg", "pn", "tmp")
 
 
 def minimize_bcd(problem, x0=None, *, callback=None, selection="auto", partition="variable", block_size=None,
@@ -45,7 +45,9 @@ def minimize_bcd(problem, x0=None, *, callback=None, selection="auto", partition
       bound use ``gradient``'s exact :math:`L_b`), ``lipschitz`` :math:`x_b \leftarrow x_b - H_b^{-1} g_b`,
       ``newton`` (true block Hessian with Armijo backtracking), ``tree-newton`` (exact solve on a forest
       block of a sparse quadratic in O(|b|), by leaf-to-root elimination), ``pg`` (block proximal gradient),
-      ``pn`` (block proximal Newton: the block's L1-quadratic model solved by greedy coordinate descent).
+      ``pn`` (block proximal Newton: the block's L1-quadratic model solved by greedy coordinate descent),
+      ``tmp`` (two-metric projection for ``nonneg`` problems: Newton direction on the free coordinates of the
+      block, scaled gradient on those held at zero, projected backtracking).
 
     Stops at the first of: relative duality gap <= ``tol`` for L1 least squares / logistic (scikit-learn's
     Lasso rule: gap / ||b||^2; logistic: gap / (n log 2)); otherwise KKT residual
@@ -132,8 +134,10 @@ def minimize_bcd(problem, x0=None, *, callback=None, selection="auto", partition
             update = "tree-newton"
         else:
             update = "lipschitz" if problem.datafit.name == "squared" else "newton"
-    if prox and update not in ("pg", "pn"):
-        raise ValueError(f"update={update!r} is smooth; with l1 > 0 or nonneg use 'pn' or 'pg'")
+    if prox and update not in ("pg", "pn", "tmp"):
+        raise ValueError(f"update={update!r} is smooth; with l1 > 0 or nonneg use 'pn', 'pg' or 'tmp'")
+    if update == "tmp" and not getattr(problem, "nonneg", False):
+        raise ValueError("update='tmp' (two-metric projection) needs a problem with nonneg=True")
     if not prox and update in ("pg", "pn"):
         update = "lipschitz" if update == "pn" else "gradient"
     if update == "tree-newton" and not quad:
@@ -494,6 +498,28 @@ def _update(pb, st, b, update, prox, F, L, l1, nonneg, inner, max_inner):
         else:
             d = -g_b / Lb
         return _apply_checked(pb, st, b, d, F, prox, l1, x_b, g_b, armijo=False)
+    if update == "tmp":
+        # two-metric projection (Gafni & Bertsekas) on x >= 0 with g~ = g + l1
+        gt = g_b + l1
+        rho = float(np.max(L[b] * np.abs(np.maximum(x_b - gt / L[b], 0.0) - x_b))) if b.size else 0.0
+        eps = min(1e-4, rho)
+        act = (x_b <= eps) & (gt > 0)
+        free = ~act
+        d = np.zeros(b.size)
+        d[act] = -gt[act] / L[b][act]
+        if free.any():
+            Hf = st.hess_block(b[free], True)
+            d[free] = -_solve_factor(_factor(Hf), gt[free])
+        alpha = 1.0
+        for _ in range(40):
+            step = np.maximum(x_b + alpha * d, 0.0) - x_b
+            st.apply(b, step)
+            Fn = st.value()
+            if Fn <= F + 1e-4 * float(gt @ step) + 1e-12 * abs(F):
+                return Fn
+            st.apply(b, -step)
+            alpha *= 0.5
+        return st.value()
     if update == "pn":
         H = st.hess_block(b, True)
         w = x_b.copy()
