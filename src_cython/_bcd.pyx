@@ -205,3 +205,21 @@ def tree_solve(const index_t[::1] indptr, const index_t[::1] indices, const floa
         for t in range(m):
             pos[block[t]] = -1
     return status
+
+
+def cols_dot(const index_t[::1] indptr, const index_t[::1] indices, const floating[::1] data,
+             const long long[::1] cols, const double[:, ::1] V, double[:, ::1] out):
+    """``out[r, :] = A[:, cols[r]]^T V`` for a CSC ``A`` and a dense (n, K) ``V``: O(nnz of the columns * K)."""
+    cdef Py_ssize_t m = cols.shape[0], K = V.shape[1], r, c
+    cdef index_t k, i
+    cdef double a
+    with nogil:
+        for r in range(m):
+            for c in range(K):
+                out[r, c] = 0.0
+            for k in range(indptr[cols[r]], indptr[cols[r] + 1]):
+                i = indices[k]
+                a = data[k]
+                for c in range(K):
+                    out[r, c] += a * V[i, c]
+    return out

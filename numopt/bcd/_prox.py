@@ -19,7 +19,11 @@ import numpy as np
 import scipy.linalg as sla
 import scipy.sparse as sp
 
+from .._cy import _bcd as cy
 from . import _kernels as K
+
+_EMPTY8 = np.zeros(0, dtype=np.int8)
+_EMPTY64 = np.zeros(0, dtype=np.int64)
 
 
 GRAM_MAX = 512  # largest sparse block solved with its Gram matrix (above: residual-form CD)
@@ -80,8 +84,10 @@ class _GrowingGram:
             buf[:m0, :m0] = self.buf[:m0, :m0]
             self.buf = buf
         if sp.issparse(A):
-            # sparse (m x n) times the dense new columns: no symbolic sparse-product pass
-            cross = A[:, ws].T @ A[:, new].toarray()
+            # column dot products against the dense new columns: no sparse product, no column copies
+            cross = np.empty((m, new.size))
+            cy.cols_dot(A.indptr, A.indices, A.data, ws, np.ascontiguousarray(A[:, new].toarray(), dtype=np.float64),
+                        cross)
         else:
             cross = A[:, ws].T @ A[:, new]
         cross = np.asarray(cross)
@@ -92,9 +98,17 @@ class _GrowingGram:
 
 
 def _block_matvec(pb, ws, Abd, d):
+    """``A[:, ws] @ d`` over the nonzero entries of ``d`` only."""
     if Abd is not None:
         return Abd @ d
-    return pb.A[:, ws] @ d
+    nz = np.flatnonzero(d)
+    if pb.sparse:
+        out = np.zeros((pb.A.shape[0], 1))
+        A = pb.A
+        cy.rows_axpy(A.indptr, A.indices, A.data, ws[nz], np.ascontiguousarray(d[nz], dtype=np.float64)[:, None],
+                     out, _EMPTY8, _EMPTY64, 0)
+        return out[:, 0]
+    return pb.A[:, ws[nz]] @ d[nz]
 
 
 def solve_prox(pb, x, mon, *, tol, maxiter, p0, inner, max_inner, f_target, target_tol):

@@ -244,3 +244,12 @@ def test_prox_path_residual_mode_matches_sklearn(monkeypatch):
     sk = Lasso(alpha=alpha, fit_intercept=False, tol=1e-12, max_iter=10**6).fit(A, b)
     assert res.success
     np.testing.assert_allclose(res.x, sk.coef_, atol=1e-6)
+
+
+def test_cols_dot_vs_numpy():
+    A = sp.random(50, 30, density=0.2, random_state=10, format="csc")
+    V = np.random.default_rng(10).standard_normal((50, 4))
+    cols = np.array([0, 3, 3, 29], dtype=np.int64)
+    out = np.empty((4, 4))
+    cy.cols_dot(A.indptr, A.indices, A.data, cols, V, out)
+    np.testing.assert_allclose(out, A[:, cols].T @ V, atol=1e-14)
