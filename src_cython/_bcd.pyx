@@ -223,3 +223,15 @@ def cols_dot(const index_t[::1] indptr, const index_t[::1] indices, const floati
                 for c in range(K):
                     out[r, c] += a * V[i, c]
     return out
+
+
+def cols_dense(const index_t[::1] indptr, const index_t[::1] indices, const floating[::1] data,
+               const long long[::1] cols, double[:, ::1] out):
+    """``out[:, r] = A[:, cols[r]]`` (``out`` zero on entry) for a CSC ``A``: O(nnz of the columns)."""
+    cdef Py_ssize_t m = cols.shape[0], r
+    cdef index_t k
+    with nogil:
+        for r in range(m):
+            for k in range(indptr[cols[r]], indptr[cols[r] + 1]):
+                out[indices[k], r] = data[k]
+    return out

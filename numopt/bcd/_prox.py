@@ -86,8 +86,8 @@ class _GrowingGram:
         if sp.issparse(A):
             # column dot products against the dense new columns: no sparse product, no column copies
             cross = np.empty((m, new.size))
-            cy.cols_dot(A.indptr, A.indices, A.data, ws, np.ascontiguousarray(A[:, new].toarray(), dtype=np.float64),
-                        cross)
+            dense_new = cy.cols_dense(A.indptr, A.indices, A.data, new, np.zeros((A.shape[0], new.size)))
+            cy.cols_dot(A.indptr, A.indices, A.data, ws, dense_new, cross)
         else:
             cross = A[:, ws].T @ A[:, new]
         cross = np.asarray(cross)
@@ -121,7 +121,7 @@ def solve_prox(pb, x, mon, *, tol, maxiter, p0, inner, max_inner, f_target, targ
     p = pb.n_features
     fit = pb.datafit
     squared = fit.name == "squared"
-    z = np.asarray(A @ x, dtype=np.float64)
+    z = np.asarray(A @ x, dtype=np.float64) if np.any(x) else np.zeros(A.shape[0])
     d = np.empty(p)
     q = np.empty(p)
     scale = pb.gap_scale

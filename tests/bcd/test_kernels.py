@@ -253,3 +253,10 @@ def test_cols_dot_vs_numpy():
     out = np.empty((4, 4))
     cy.cols_dot(A.indptr, A.indices, A.data, cols, V, out)
     np.testing.assert_allclose(out, A[:, cols].T @ V, atol=1e-14)
+
+
+def test_cols_dense_vs_numpy():
+    A = sp.random(20, 15, density=0.3, random_state=11, format="csc")
+    cols = np.array([1, 4, 14], dtype=np.int64)
+    out = cy.cols_dense(A.indptr, A.indices, A.data, cols, np.zeros((20, 3)))
+    np.testing.assert_array_equal(out, A[:, cols].toarray())
