@@ -1,1 +1,1 @@
-"""Ratio scripts: ``python -m numopt.bench <area>`` prints ours vs. peers, same run."""
+"""Ratio scripts: ``python -m numopt.bench <area> [--quick]`` prints ours vs. the peers in one run."""

@@ -1,16 +1,17 @@
-"""``python -m numopt.bench <area> [args]``: run ``numopt.bench.<area>.main(args)``."""
+"""``python -m numopt.bench <area> [options]``: run one area's ratio script."""
 import importlib
 import sys
 
+AREAS = ["linalg", "dcdm", "ot", "bcd", "completion", "relu"]
 
-def _main(argv=None):
+
+def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    if not argv:
-        print("usage: python -m numopt.bench <area> [--quick]")
+    if not argv or argv[0] not in AREAS:
+        print(f"usage: python -m numopt.bench {{{','.join(AREAS)}}} [--quick] [area options]")
         return 2
-    mod = importlib.import_module(f"numopt.bench.{argv[0]}")
-    return mod.main(argv[1:])
+    return importlib.import_module(f"numopt.bench.{argv[0]}").main(argv[1:])
 
 
 if __name__ == "__main__":
-    sys.exit(_main())
+    sys.exit(main())
