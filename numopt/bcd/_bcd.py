@@ -170,7 +170,18 @@ def minimize_bcd(problem, x0=None, *, callback=None, selection="auto", partition
                                        f_target=f_target, target_tol=target_tol, inner=inner, max_inner=max_inner,
                                        rng=rng)
     fun = extra.pop("fun")
+    _warn_separable(problem, fun)
     return mon.result(x, converged=converged, fun=fun, **extra)
+
+
+def _warn_separable(problem, fun):
+    """Unregularized logistic/softmax on separable data has no minimizer: the loss only tends to 0."""
+    if isinstance(problem, _GLM) and problem.datafit.name != "squared" and problem.l1 == 0 and problem.l2 == 0:
+        if fun < 1e-6 * problem.gap_scale:
+            import warnings
+            from ..exceptions import OptimizeWarning
+            warnings.warn("bcd: the loss is ~0: the classes look separable, so no finite minimizer exists and "
+                          "||x|| grows without bound; add l2 > 0 (or l1 > 0)", OptimizeWarning, stacklevel=4)
 
 
 def _single_thread_blas(tau):

@@ -271,13 +271,15 @@ def test_function_problem_and_scipy_method():
         sp_minimize(fun, np.zeros(10), jac=jac, method=numopt.bcd.method, options=dict(foo=1))
 
 
-def test_separable_logistic_hits_maxiter_without_crash():
+def test_separable_logistic_warns_without_crash():
     A = np.array([[1.0], [2.0], [-1.0], [-3.0]])
     y = np.array([1.0, 1.0, -1.0, -1.0])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         res = numopt.minimize(Logistic(A, y), method="bcd", maxiter=50, update="gradient")
-    assert np.isfinite(res.fun) and res.x[0] > 0
+        assert np.isfinite(res.fun) and res.x[0] > 0
+        with pytest.warns(numopt.OptimizeWarning, match="separable"):
+            numopt.minimize(Logistic(A, y), method="bcd", maxiter=5000)
 
 
 def test_greedy_rules_beat_cyclic_and_random_on_a_replica():
