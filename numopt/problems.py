@@ -71,3 +71,6 @@ class FunctionProblem(Problem):
 from .ot._problem import OptimalTransport  # noqa: E402
 
 __all__ += ["OptimalTransport"]
+from .bcd._problem import LabelPropagation, LeastSquares, Logistic, MultinomialLogistic, Quadratic  # noqa: E402
+
+__all__ += ["LeastSquares", "Logistic", "MultinomialLogistic", "LabelPropagation", "Quadratic"]

@@ -1,0 +1,237 @@
+# cython: language_level=3
+"""Sparse kernels of greedy BCD: compressed-row/column scatter updates, greedy forests, tree solves.
+
+* ``rows_axpy`` -- ``out[idx[k], :] += data[k] * vals[r, :]`` over the rows ``r`` of a compressed matrix. With a CSC
+  matrix and its columns it is ``Z += A_b dX_b`` (recording the touched rows); with a CSR matrix and rows it is
+  ``G += A_rows^T dU_rows``. Either way a block update costs O(nnz of the rows/columns it touches).
+* ``greedy_forest`` -- the paper's greedy forest block: walk nodes by decreasing score and keep a node iff its
+  neighbours already in the block lie in pairwise distinct trees (union-find with path compression).
+* ``tree_solve`` -- exact solve of ``Q_bb x_b = r_b`` on a forest block in O(|b|): Gaussian elimination in a
+  perfect elimination order (leaves to root, then back), i.e. Gaussian belief propagation on a tree.
+
+All kernels trust their inputs; ``numopt.bcd`` validates problems when they are built.
+"""
+import numpy as np
+cimport numpy as cnp
+
+ctypedef fused floating:
+    float
+    double
+
+ctypedef fused index_t:
+    int
+    long long
+
+
+def rows_axpy(const index_t[::1] indptr, const index_t[::1] indices, const floating[::1] data,
+              const long long[::1] rows, const double[:, ::1] vals, double[:, ::1] out,
+              signed char[::1] mark, long long[::1] touched, Py_ssize_t ntouched):
+    """``out[indices[k], :] += data[k] * vals[r, :]`` for ``k`` in the slices of ``rows[r]``.
+
+    When ``mark`` is non-empty, every output row reached for the first time is flagged in ``mark`` and
+    appended to ``touched`` (starting at position ``ntouched``); returns the new count.
+    """
+    cdef Py_ssize_t m = rows.shape[0], K = vals.shape[1], r, c, t
+    cdef index_t k, i
+    cdef double a, v
+    cdef bint track = mark.shape[0] > 0
+    with nogil:
+        for r in range(m):
+            for k in range(indptr[rows[r]], indptr[rows[r] + 1]):
+                i = indices[k]
+                a = data[k]
+                if K == 1:
+                    out[i, 0] += a * vals[r, 0]
+                else:
+                    for c in range(K):
+                        out[i, c] += a * vals[r, c]
+                if track and mark[i] == 0:
+                    mark[i] = 1
+                    touched[ntouched] = i
+                    ntouched += 1
+    return ntouched
+
+
+cdef inline long long _find(long long[::1] parent, long long v) noexcept nogil:
+    cdef long long root = v, nxt
+    while parent[root] != root:
+        root = parent[root]
+    while parent[v] != root:  # path compression
+        nxt = parent[v]
+        parent[v] = root
+        v = nxt
+    return root
+
+
+def greedy_forest(const index_t[::1] indptr, const index_t[::1] indices, const long long[::1] order,
+                  Py_ssize_t max_size, long long[::1] parent, signed char[::1] inblock, long long[::1] out):
+    """Grow a forest block greedily over ``order`` (nodes by decreasing score) in the graph of a CSR pattern.
+
+    Node ``v`` joins iff the roots of its in-block neighbours are pairwise distinct (no cycle is closed); it
+    is then united with them. ``parent`` must hold ``parent[i] = i`` and ``inblock`` zeros on entry; both are
+    restored on exit for the touched entries only (O(|b| + its degrees), not O(p)). Writes the block, in
+    the order the nodes were taken, to ``out`` and returns its size.
+    """
+    cdef Py_ssize_t n_order = order.shape[0], t, size = 0, nn, a, b2
+    cdef long long v, w, rv, rw
+    cdef index_t k
+    cdef bint ok
+    roots_np = np.empty(64, dtype=np.int64)
+    cdef long long[::1] roots = roots_np
+    for t in range(n_order):
+        if size >= max_size:
+            break
+        v = order[t]
+        nn = 0
+        ok = True
+        for k in range(indptr[v], indptr[v + 1]):
+            w = indices[k]
+            if w == v or not inblock[w]:
+                continue
+            rw = _find(parent, w)
+            for a in range(nn):
+                if roots[a] == rw:
+                    ok = False
+                    break
+            if not ok:
+                break
+            if nn == roots.shape[0]:
+                roots_np = np.concatenate([roots_np, np.empty(nn, dtype=np.int64)])
+                roots = roots_np
+            roots[nn] = rw
+            nn += 1
+        if not ok:
+            continue
+        inblock[v] = 1
+        for a in range(nn):
+            parent[roots[a]] = v
+        out[size] = v
+        size += 1
+    # reset the touched entries
+    for t in range(size):
+        v = out[t]
+        parent[v] = v
+        inblock[v] = 0
+    return size
+
+
+def tree_solve(const index_t[::1] indptr, const index_t[::1] indices, const floating[::1] data,
+               const long long[::1] block, long long[::1] pos, const double[::1] rhs, double[::1] xout,
+               const double[::1] x=None, const double[::1] g=None):
+    """Solve ``Q_bb x = rhs`` exactly when the graph of ``Q_bb`` is a forest, in O(|b| + degrees).
+
+    ``Q`` is symmetric CSR (diagonal stored), ``block`` the nodes of b, ``pos`` an int64 array of length p
+    holding -1 everywhere (restored on exit). When the full iterate ``x`` and gradient ``g = Qx - c`` are
+    given, ``rhs`` is ignored and the block's right-hand side ``Q_bb x_b - g_b`` (i.e. ``c_b`` minus the
+    coupling to the nodes outside b) is formed here, without building ``Q_bb``. Returns ``0`` on success or
+    ``-(i+1)`` when the pivot of the ``i``-th block node is not positive (``Q_bb`` is not positive definite).
+    """
+    cdef Py_ssize_t m = block.shape[0], t, head, tail, s, status = 0
+    cdef long long v, w, pv, root
+    cdef index_t k
+    order_np = np.empty(m, dtype=np.int64)
+    par_np = np.empty(m, dtype=np.int64)      # parent position in the block (-1: root)
+    wpar_np = np.zeros(m, dtype=np.float64)   # Q[i, parent(i)]
+    piv_np = np.empty(m, dtype=np.float64)
+    r_np = np.empty(m, dtype=np.float64)
+    seen_np = np.zeros(m, dtype=np.int8)
+    cdef long long[::1] order = order_np, par = par_np
+    cdef double[::1] wpar = wpar_np, piv = piv_np, r = r_np
+    cdef signed char[::1] seen = seen_np
+    cdef bint own_rhs = x is not None and g is not None
+    cdef double acc
+    with nogil:
+        for t in range(m):
+            pos[block[t]] = t
+        for t in range(m):
+            piv[t] = 0.0
+            if own_rhs:
+                v = block[t]
+                acc = -g[v]
+                for k in range(indptr[v], indptr[v + 1]):
+                    if pos[indices[k]] >= 0:
+                        acc = acc + data[k] * x[indices[k]]
+                r[t] = acc
+            else:
+                r[t] = rhs[t]
+        for t in range(m):
+            v = block[t]
+            for k in range(indptr[v], indptr[v + 1]):
+                if indices[k] == v:
+                    piv[t] = data[k]
+        # BFS every tree from its first node: order[] lists nodes so that parents come first
+        tail = 0
+        for s in range(m):
+            if seen[s]:
+                continue
+            seen[s] = 1
+            par[s] = -1
+            order[tail] = s
+            tail += 1
+            head = tail - 1
+            while head < tail:
+                t = order[head]
+                head += 1
+                v = block[t]
+                for k in range(indptr[v], indptr[v + 1]):
+                    w = indices[k]
+                    if w == v or pos[w] < 0:
+                        continue
+                    pv = pos[w]
+                    if seen[pv]:
+                        continue
+                    seen[pv] = 1
+                    par[pv] = t
+                    wpar[pv] = data[k]
+                    order[tail] = pv
+                    tail += 1
+        # leaves -> roots: eliminate each node into its parent
+        for s in range(m - 1, -1, -1):
+            t = order[s]
+            if piv[t] <= 0.0:
+                status = -(t + 1)
+                break
+            if par[t] >= 0:
+                piv[par[t]] -= wpar[t] * wpar[t] / piv[t]
+                r[par[t]] -= wpar[t] * r[t] / piv[t]
+        if status == 0:
+            # roots -> leaves
+            for s in range(m):
+                t = order[s]
+                if par[t] < 0:
+                    xout[t] = r[t] / piv[t]
+                else:
+                    xout[t] = (r[t] - wpar[t] * xout[par[t]]) / piv[t]
+        for t in range(m):
+            pos[block[t]] = -1
+    return status
+
+
+def cols_dot(const index_t[::1] indptr, const index_t[::1] indices, const floating[::1] data,
+             const long long[::1] cols, const double[:, ::1] V, double[:, ::1] out):
+    """``out[r, :] = A[:, cols[r]]^T V`` for a CSC ``A`` and a dense (n, K) ``V``: O(nnz of the columns * K)."""
+    cdef Py_ssize_t m = cols.shape[0], K = V.shape[1], r, c
+    cdef index_t k, i
+    cdef double a
+    with nogil:
+        for r in range(m):
+            for c in range(K):
+                out[r, c] = 0.0
+            for k in range(indptr[cols[r]], indptr[cols[r] + 1]):
+                i = indices[k]
+                a = data[k]
+                for c in range(K):
+                    out[r, c] += a * V[i, c]
+    return out
+
+
+def cols_dense(const index_t[::1] indptr, const index_t[::1] indices, const floating[::1] data,
+               const long long[::1] cols, double[:, ::1] out):
+    """``out[:, r] = A[:, cols[r]]`` (``out`` zero on entry) for a CSC ``A``: O(nnz of the columns)."""
+    cdef Py_ssize_t m = cols.shape[0], r
+    cdef index_t k
+    with nogil:
+        for r in range(m):
+            for k in range(indptr[cols[r]], indptr[cols[r] + 1]):
+                out[indices[k], r] = data[k]
+    return out
