@@ -68,3 +68,5 @@ class FunctionProblem(Problem):
 
 
 # --- problems defined by the areas (one import line per area) ---------------------------------------
+from .relu._problem import TwoLayerReLU  # noqa: E402
+__all__ += ["TwoLayerReLU"]
