@@ -40,11 +40,13 @@ def masked_outer(Dmat, r, T):
 
 
 @njit(cache=True, nogil=True)
-def slack_dual_update(XA, Dmat, Nu, ES, gamma, scale):
-    """The cone-slack and its dual step, fused, for ``G u = scale * E o X [U Z]``.
+def slack_dual_update(XA, Dmat, Nu, ES, gamma, scale, alpha):
+    """The cone-slack and its dual step, fused, for ``G u = scale * E o X [U Z]`` (in place).
 
-    For every entry (``e = 2 d - 1``): ``g = scale * e * XA``, ``s = max(g + nu, 0)``, ``nu += gamma (g - s)``,
-    ``ES = e * s`` (so ``X.T @ ES = G^T s``). Returns ``(||G u - s||^2, ||G u||^2, ||s||^2, ||nu||^2)``.
+    For every entry (``e = 2 d - 1``, ``s_old = e * ES`` on entry): ``g = scale * e * XA``, relaxed
+    ``gh = alpha g + (1 - alpha) s_old``, ``s = max(gh + nu, 0)``, ``nu += gamma (gh - s)``, and
+    ``ES = e * s`` on exit (so ``X.T @ ES = G^T s / scale``). Returns
+    ``(||G u - s||^2, ||G u||^2, ||s||^2, ||nu||^2)``.
     """
     n, P = Dmat.shape
     r2 = 0.0
@@ -56,14 +58,14 @@ def slack_dual_update(XA, Dmat, Nu, ES, gamma, scale):
             i = j if j < P else j - P
             e = 2.0 * Dmat[k, i] - 1.0
             g = scale * e * XA[k, j]
-            s = g + Nu[k, j]
+            gh = alpha * g + (1.0 - alpha) * (e * ES[k, j])
+            s = gh + Nu[k, j]
             if s < 0.0:
                 s = 0.0
-            diff = g - s
-            nu = Nu[k, j] + gamma * diff
+            nu = Nu[k, j] + gamma * (gh - s)
             Nu[k, j] = nu
             ES[k, j] = e * s
-            r2 += diff * diff
+            r2 += (g - s) * (g - s)
             g2 += g * g
             s2 += s * s
             nu2 += nu * nu
@@ -71,11 +73,12 @@ def slack_dual_update(XA, Dmat, Nu, ES, gamma, scale):
 
 
 @njit(cache=True, nogil=True)
-def group_prox_dual_update(U, Lam, V, thr, gamma):
+def group_prox_dual_update(U, Lam, V, thr, gamma, alpha):
     """Group soft-threshold and the dual step of the splitting ``u = v`` (in place).
 
-    ``v_g <- (1 - thr / ||u_g + lam_g||)_+ (u_g + lam_g)`` per column ``g``, then
-    ``lam <- lam + gamma (u - v)``. Returns ``(||u - v||^2, ||v - v_old||^2, ||u||^2, ||v||^2, ||lam||^2,
+    With the relaxed ``uh = alpha u + (1 - alpha) v_old`` (``V`` holds ``v_old`` on entry):
+    ``v_g <- (1 - thr / ||uh_g + lam_g||)_+ (uh_g + lam_g)`` per column ``g``, then
+    ``lam <- lam + gamma (uh - v)``. Returns ``(||u - v||^2, ||v - v_old||^2, ||u||^2, ||v||^2, ||lam||^2,
     sum_g ||v_g||)``.
     """
     d, m = U.shape
@@ -88,7 +91,7 @@ def group_prox_dual_update(U, Lam, V, thr, gamma):
     for g in range(m):
         nz = 0.0
         for a in range(d):
-            z = U[a, g] + Lam[a, g]
+            z = alpha * U[a, g] + (1.0 - alpha) * V[a, g] + Lam[a, g]
             nz += z * z
         nz = np.sqrt(nz)
         scale = 0.0
@@ -97,10 +100,11 @@ def group_prox_dual_update(U, Lam, V, thr, gamma):
         vnorm += scale * nz
         for a in range(d):
             u = U[a, g]
-            vnew = scale * (u + Lam[a, g])
+            uh = alpha * u + (1.0 - alpha) * V[a, g]
+            vnew = scale * (uh + Lam[a, g])
             dv = vnew - V[a, g]
             V[a, g] = vnew
-            lam = Lam[a, g] + gamma * (u - vnew)
+            lam = Lam[a, g] + gamma * (uh - vnew)
             Lam[a, g] = lam
             r2 += (u - vnew) ** 2
             dv2 += dv * dv
@@ -147,7 +151,7 @@ def warmup():
     XA = rng.standard_normal((4, 4))
     masked_rowsum(XA, D)
     masked_outer(D, np.ones(4), np.empty((4, 4)))
-    slack_dual_update(XA, D, np.zeros((4, 4)), np.empty((4, 4)), 1.0, 1.0)
-    group_prox_dual_update(rng.standard_normal((3, 4)), np.zeros((3, 4)), np.zeros((3, 4)), 0.1, 1.0)
+    slack_dual_update(XA, D, np.zeros((4, 4)), np.zeros((4, 4)), 1.0, 1.0, 1.0)
+    group_prox_dual_update(rng.standard_normal((3, 4)), np.zeros((3, 4)), np.zeros((3, 4)), 0.1, 1.0, 1.0)
     relu_features(X, rng.standard_normal((3, 2)))
     soft_threshold(np.ones(3), 0.5, np.empty(3))

@@ -53,13 +53,15 @@ def test_slack_dual_update(tiny):
     XA = np.ascontiguousarray(X @ UZ)
     Nu = rng.standard_normal((7, 8))
     Nu0 = Nu.copy()
-    ES = np.empty((7, 8))
-    c, gam = 0.7, 0.9
-    r2, g2, s2, nu2 = K.slack_dual_update(XA, D, Nu, ES, gam, c)
     Eb = np.tile(2 * D - 1, 2)
+    s_old = np.abs(rng.standard_normal((7, 8)))
+    ES = Eb * s_old
+    c, gam, alpha = 0.7, 0.9, 1.5
+    r2, g2, s2, nu2 = K.slack_dual_update(XA, D, Nu, ES, gam, c, alpha)
     g = c * Eb * XA
-    s = np.maximum(g + Nu0, 0)
-    assert np.allclose(Nu, Nu0 + gam * (g - s))
+    gh = alpha * g + (1 - alpha) * s_old
+    s = np.maximum(gh + Nu0, 0)
+    assert np.allclose(Nu, Nu0 + gam * (gh - s))
     assert np.allclose(ES, Eb * s)
     assert np.isclose(r2, np.sum((g - s) ** 2)) and np.isclose(g2, np.sum(g * g)) and np.isclose(s2, np.sum(s * s))
     # G u in the dense block layout (block b = column b of [U Z]) equals E o X [U Z] / c
@@ -72,12 +74,13 @@ def test_group_prox_dual_update(tiny):
     Lam = rng.standard_normal(UZ.shape)
     V = rng.standard_normal(UZ.shape)
     U0, L0, V0 = UZ.copy(), Lam.copy(), V.copy()
-    thr = 1.3
-    r2, dv2, u2, v2, l2, vn = K.group_prox_dual_update(UZ, Lam, V, thr, 1.0)
-    Z = U0 + L0
+    thr, alpha = 1.3, 1.7
+    r2, dv2, u2, v2, l2, vn = K.group_prox_dual_update(UZ, Lam, V, thr, 1.0, alpha)
+    Uh = alpha * U0 + (1 - alpha) * V0
+    Z = Uh + L0
     nz = np.linalg.norm(Z, axis=0)
     Vr = np.maximum(0, 1 - thr / nz) * Z
-    assert np.allclose(V, Vr) and np.allclose(Lam, L0 + U0 - Vr)
+    assert np.allclose(V, Vr) and np.allclose(Lam, L0 + Uh - Vr)
     assert np.isclose(r2, np.sum((U0 - Vr) ** 2)) and np.isclose(dv2, np.sum((Vr - V0) ** 2))
     assert np.isclose(vn, np.linalg.norm(Vr, axis=0).sum())
 
