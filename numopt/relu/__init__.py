@@ -6,6 +6,7 @@
   accelerated proximal gradient.
 * :class:`ConvexReLUClassifier`, :class:`ConvexReLURegressor`: scikit-learn estimators.
 """
+from ._estimators import ConvexReLUClassifier, ConvexReLURegressor, beta_path
 from ._problem import TwoLayerReLU
 
-__all__ = ["TwoLayerReLU"]
+__all__ = ["ConvexReLUClassifier", "ConvexReLURegressor", "TwoLayerReLU", "beta_path"]
