@@ -9,8 +9,7 @@ __all__ = ["cvxpy_solve"]
 def cvxpy_solve(problem, solver="CLARABEL", **kwargs):
     """Solve ``problem`` (same patterns) with CVXPY; returns ``(fun, V, W)`` with ``V, W`` of shape ``d x P``.
 
-    Handles the nominal program and, for ``adversarial_eps > 0``, the robust program of
-    :mod:`numopt.relu._robust` (robust cones and the exact worst-case loss).
+    Nominal program only (``adversarial_eps`` must be 0).
     """
     import cvxpy as cp
 
@@ -23,16 +22,13 @@ def cvxpy_solve(problem, solver="CLARABEL", **kwargs):
     XV, XW = X @ V, X @ W
     yhat = cp.sum(cp.multiply(D, XV - XW), axis=1)
     reg = beta * (cp.sum(cp.norm(V, 2, axis=0)) + cp.sum(cp.norm(W, 2, axis=0)))
-    eps = problem.adversarial_eps
-    if eps == 0:
-        cons = [cp.multiply(E, XV) >= 0, cp.multiply(E, XW) >= 0]
-        if problem.loss == "squared":
-            fit = 0.5 * cp.sum_squares(yhat - y)
-        else:
-            fit = cp.sum(cp.logistic(2 * yhat) - 2 * cp.multiply(y, yhat))
+    if problem.adversarial_eps > 0:
+        raise NotImplementedError("the robust (adversarial_eps > 0) program has no CVXPY model here")
+    cons = [cp.multiply(E, XV) >= 0, cp.multiply(E, XW) >= 0]
+    if problem.loss == "squared":
+        fit = 0.5 * cp.sum_squares(yhat - y)
     else:
-        from ._robust import robust_cvx_terms
-        fit, cons = robust_cvx_terms(problem, V, W, XV, XW, yhat)
+        fit = cp.sum(cp.logistic(2 * yhat) - 2 * cp.multiply(y, yhat))
     prob = cp.Problem(cp.Minimize(fit + reg), cons)
     prob.solve(solver=solver, **kwargs)
     return float(prob.value), np.asarray(V.value), np.asarray(W.value)

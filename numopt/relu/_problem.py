@@ -86,8 +86,9 @@ class TwoLayerReLU(Problem):
         Append a ones column to ``X`` (a hidden-layer bias). The bias is part of ``u_j`` and therefore
         **penalised** by the weight decay, as in the paper and its reference codes.
     adversarial_eps : float
-        Radius of the l_inf perturbation ball for the robust formulation (0: nominal training).
-        The bias coordinate is never perturbed. See :mod:`numopt.relu._robust`.
+        Radius of the l_inf perturbation ball of the robust formulation (0: nominal training). Stored
+        and validated, but no numopt solver handles ``> 0`` yet: ``minimize`` raises
+        ``NotImplementedError``.
     patterns : array_like of {0, 1}, shape (n_samples, P), optional
         Use these activation patterns instead of sampling (duplicates and all-zero columns are dropped).
     random_state : None, int or numpy Generator
