@@ -84,7 +84,6 @@ def table_accuracy(P, datasets, out, n_splits=5):
     contenders = [
         (f"MLPClassifier(({2 * P},)) adam", lambda: make_pipeline(StandardScaler(), MLPClassifier((2 * P,), random_state=0))),
         ("ConvexReLU admm squared (default)", lambda: ConvexReLUClassifier(n_patterns=P, random_state=0)),
-        ("ConvexReLU admm logistic", lambda: ConvexReLUClassifier(n_patterns=P, loss="logistic", random_state=0)),
         ("ConvexReLU admm squared max_iter=200", lambda: ConvexReLUClassifier(n_patterns=P, max_iter=200, random_state=0)),
         ("ConvexReLU scp logistic", lambda: ConvexReLUClassifier(n_patterns=P, solver="scp", loss="logistic",
                                                                random_state=0)),
@@ -146,7 +145,8 @@ def main(argv=None):
     import numopt
     from numopt.problems import TwoLayerReLU
 
-    out = ["# numopt.relu benchmark (BLAS: 1 thread for every contender)\n"]
+    out = _Printer()
+    out.append("# numopt.relu benchmark (BLAS: 1 thread for every contender)\n")
     X, y = _bc()
     t0 = time.perf_counter()
     with warnings.catch_warnings():
@@ -163,10 +163,17 @@ def main(argv=None):
         table_cvxpy([8, 32], [1e-4, 1e-5, 1e-6], out)
         table_accuracy(32, {"breast_cancer": _bc_raw(), "digits>=5": _digits()}, out)
         table_scaling([8, 16, 32, 64], [250, 500, 1000, 1437], out)
-    print("\n".join(out))
     if limiter is not None:
         limiter.restore_original_limits()
     return 0
+
+
+class _Printer(list):
+    """A list of output lines that prints each line as it is added (long runs show progress)."""
+
+    def append(self, line):
+        super().append(line)
+        print(line, flush=True)
 
 
 def _bc_raw():

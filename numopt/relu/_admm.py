@@ -60,7 +60,7 @@ def _default_cone_scale(problem):
 
 
 def minimize_admm(problem, x0=None, *, callback=None, rho=None, cone_scale=1.0, gamma=1.0, relaxation=1.6, rtol=1e-6, atol=1e-8,
-                  maxiter=10000, linear_solver="auto", adaptive_rho=False, rho_mu=10.0, rho_tau=2.0,
+                  maxiter=20000, linear_solver="auto", adaptive_rho=False, rho_mu=10.0, rho_tau=2.0,
                   rho_update_every=10, max_rho_updates=30, anderson=0, aa_safeguard=1.0, inner_iter=1,
                   initial_state=None,
                   verbose=False, progress=False):

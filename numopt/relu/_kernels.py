@@ -28,6 +28,19 @@ def masked_rowsum(XA, Dmat):
 
 
 @njit(cache=True, nogil=True)
+def masked_rowsum_single(XA, Dmat):
+    """``out_k = sum_i Dmat[k, i] XA[k, i]`` (``M a`` given ``X A`` for ``A`` of shape ``d x P``)."""
+    n, P = Dmat.shape
+    out = np.empty(n)
+    for k in range(n):
+        acc = 0.0
+        for i in range(P):
+            acc += Dmat[k, i] * XA[k, i]
+        out[k] = acc
+    return out
+
+
+@njit(cache=True, nogil=True)
 def masked_outer(Dmat, r, T):
     """``T[:, :P] = Dmat o r``, ``T[:, P:] = -(Dmat o r)`` (so ``X.T @ T = F^T r``)."""
     n, P = Dmat.shape
@@ -150,6 +163,7 @@ def warmup():
     D = (rng.standard_normal((4, 2)) > 0).astype(np.float64)
     XA = rng.standard_normal((4, 4))
     masked_rowsum(XA, D)
+    masked_rowsum_single(XA[:, :2], D)
     masked_outer(D, np.ones(4), np.empty((4, 4)))
     slack_dual_update(XA, D, np.zeros((4, 4)), np.zeros((4, 4)), 1.0, 1.0, 1.0)
     group_prox_dual_update(rng.standard_normal((3, 4)), np.zeros((3, 4)), np.zeros((3, 4)), 0.1, 1.0, 1.0)

@@ -27,7 +27,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.linalg import cho_factor, cho_solve
 
-from ._kernels import masked_rowsum
+from ._kernels import masked_rowsum, masked_rowsum_single
 
 __all__ = ["USolver", "choose_path"]
 
@@ -47,7 +47,8 @@ def _base(problem, path, c2):
         n, d = X.shape
         XtX = X.T @ X
         Cf = cho_factor(np.eye(d) + c2 * XtX, lower=True)
-        base = {"XtX": XtX, "C": Cf}
+        # explicit inverse of the small SPD C (cond <= 1 + c^2 ||X||^2): per-iteration solves become GEMMs
+        base = {"XtX": XtX, "C": Cf, "Cinv": cho_solve(Cf, np.eye(d))}
         if path == "cholesky":
             P = D.shape[1]
             MtM = np.zeros((P * d, P * d))
@@ -75,7 +76,7 @@ class USolver:
         self.X, self.D, self.rho = problem.X, problem.Dmat, float(rho)
         self.c2 = float(cone_scale) ** 2
         base = _base(problem, self.path, self.c2)
-        self.XtX, self.Cf = base["XtX"], base["C"]
+        self.XtX, self.Cf, self.Cinv = base["XtX"], base["C"], base["Cinv"]
         key = (self.path, self.rho, self.c2)
         if key not in problem._cache:
             if self.path == "cholesky":
@@ -91,19 +92,18 @@ class USolver:
         """``K^{-1} r`` for ``r`` given as a ``d x P`` matrix."""
         if self.path == "cholesky":
             d, P = R.shape
-            return cho_solve(self.fac, R.T.ravel()).reshape(P, d).T
-        Y = cho_solve(self.Cf, R)                                # B^{-1} r
-        XY = self.X @ Y
-        t = np.einsum("ki,ki->k", self.D, XY)                    # M B^{-1} r
-        q = cho_solve(self.fac, t)
-        return Y - cho_solve(self.Cf, self.X.T @ (self.D * q[:, None]))
+            return cho_solve(self.fac, R.T.ravel(), check_finite=False).reshape(P, d).T
+        Y = self.Cinv @ R                                        # B^{-1} r
+        t = masked_rowsum_single(self.X @ Y, self.D)             # M B^{-1} r
+        q = cho_solve(self.fac, t, check_finite=False)
+        return Y - self.Cinv @ (self.X.T @ (self.D * q[:, None]))
 
     def solve(self, B):
         """Solve ``A u = b`` for ``b = [b_U  b_Z]`` (``d x 2P``); returns ``[U Z]``."""
         P = B.shape[1] // 2
         bU, bZ = B[:, :P], B[:, P:]
         a = self.solve_a(bU - bZ)
-        c = cho_solve(self.Cf, bU + bZ)
+        c = self.Cinv @ (bU + bZ)
         return np.hstack([0.5 * (c + a), 0.5 * (c - a)])
 
     def apply_A(self, UZ):

@@ -39,6 +39,14 @@ def test_masked_rowsum_is_F(tiny):
     assert np.allclose(out, F @ UZ.T.ravel(), atol=1e-13)
 
 
+def test_masked_rowsum_single_is_M(tiny):
+    X, D, UZ, _ = tiny
+    F, _ = dense_F_G(X, D)
+    A = UZ[:, :4]
+    out = K.masked_rowsum_single(np.ascontiguousarray(X @ A), D)
+    assert np.allclose(out, F[:, :12] @ A.T.ravel(), atol=1e-13)
+
+
 def test_masked_outer_is_Ft(tiny):
     X, D, _, rng = tiny
     F, _ = dense_F_G(X, D)
@@ -107,3 +115,11 @@ def test_u_solver_paths_agree_with_dense_A(c):
         u = s.solve(B)
         assert np.allclose(u, ref, rtol=1e-10, atol=1e-12), path
         assert np.allclose(s.apply_A(u), B, atol=1e-10)
+
+
+def test_show_options_lists_documented_options():
+    import numopt
+    text = numopt.show_options("admm", disp=False)
+    for opt in ("rho", "relaxation", "linear_solver", "adaptive_rho", "anderson", "Options"):
+        assert opt in text
+    assert "n_neurons" in numopt.show_options("scp", disp=False)
