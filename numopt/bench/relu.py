@@ -160,7 +160,7 @@ def main(argv=None):
         table_accuracy(8, {"breast_cancer": _bc_raw(), "digits>=5": (Xd[:400], yd[:400])}, out, n_splits=3)
         table_scaling([8, 16], [250, 500], out, iters=30)
     else:
-        table_cvxpy([8, 32], [1e-4, 1e-5, 1e-6], out)
+        table_cvxpy([8, 32], [1e-3, 1e-4, 1e-5], out)
         table_accuracy(32, {"breast_cancer": _bc_raw(), "digits>=5": _digits()}, out)
         table_scaling([8, 16, 32, 64], [250, 500, 1000, 1437], out)
     if limiter is not None:
