@@ -195,6 +195,8 @@ def minimize_admm(problem, x0=None, *, callback=None, rho=None, cone_scale=1.0, 
     if squared:
         Fty = X.T @ (D * y[:, None])
         FtY = np.hstack([Fty, -Fty])
+    # the Monitor starts before the factorisation so that res.time includes it
+    mon = Monitor("admm", callback=callback, verbose=verbose, progress=progress, maxiter=maxiter)
     t0 = time.perf_counter()
     solver = USolver(problem, rho, linear_solver, c)
     factor_time = time.perf_counter() - t0
@@ -238,7 +240,6 @@ def minimize_admm(problem, x0=None, *, callback=None, rho=None, cone_scale=1.0, 
         return zn, (r_pri, r_dual, eps_pri, eps_dual)
 
     aa = _Anderson(anderson, n_acc) if anderson > 0 else None
-    mon = Monitor("admm", callback=callback, verbose=verbose, progress=progress, maxiter=maxiter)
     converged = False
     n_rho_updates = n_rejected = 0
     r_pri = r_dual = np.inf
