@@ -114,3 +114,21 @@ def test_bad_data():
     clf = ConvexReLUClassifier(n_patterns=4).fit(X, y)
     with pytest.raises(ValueError):
         clf.predict(np.ones((3, 5)))
+
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+from hypothesis.extra.numpy import arrays  # noqa: E402
+
+
+@settings(max_examples=25, deadline=None)
+@given(X=arrays(np.float64, st.tuples(st.integers(4, 12), st.integers(1, 3)),
+                elements=st.floats(-1e3, 1e3, allow_nan=False)),
+       seed=st.integers(0, 50), loss=st.sampled_from(["squared", "logistic"]))
+def test_fuzz_classifier_fit_predict(X, seed, loss):
+    """Any finite data with two classes fits and predicts known labels with finite scores."""
+    y = np.arange(X.shape[0]) % 2
+    clf = ConvexReLUClassifier(n_patterns=4, loss=loss, max_iter=50, random_state=seed).fit(X, y)
+    pred = clf.predict(X)
+    assert set(pred) <= {0, 1}
+    f = clf.decision_function(X)
+    assert np.all(np.isfinite(f))
