@@ -1,1 +1,0 @@
-"""Ratio scripts: ``python -m numopt.bench <area> [--quick]`` prints ours vs. the peers, same run."""
