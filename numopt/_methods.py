@@ -77,8 +77,6 @@ METHODS = {m.name: m for m in [
            "ADMM on the convex reformulation, pre-factorized u-step"),
     Method("scp", "minimize", "numopt.relu._scp:minimize_scp", _RELU,
            "Sampled convex program by accelerated proximal gradient"),
-    Method("admm-rbcd", "minimize", "numopt.relu._admm:minimize_admm_rbcd", _RELU,
-           "ADMM with randomized block coordinate descent u-updates (large P)"),
 ]}
 
 

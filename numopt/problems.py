@@ -74,3 +74,5 @@ __all__ += ["OptimalTransport"]
 from .bcd._problem import LabelPropagation, LeastSquares, Logistic, MultinomialLogistic, Quadratic  # noqa: E402
 
 __all__ += ["LeastSquares", "Logistic", "MultinomialLogistic", "LabelPropagation", "Quadratic"]
+from .relu._problem import TwoLayerReLU  # noqa: E402
+__all__ += ["TwoLayerReLU"]

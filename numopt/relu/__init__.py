@@ -1,1 +1,12 @@
-"""numopt.relu"""
+"""numopt.relu: convex (global) training of two-layer ReLU networks.
+
+* ``numopt.minimize(TwoLayerReLU(X, y, beta), method="admm")``: ADMM on the convex reformulation over
+  sampled activation patterns, with the u-step system factorised once (Bai, Gautam, Sojoudi 2023).
+* ``method="scp"``: the sampled convex program over fixed random ReLU features (l1 / lasso form) by
+  accelerated proximal gradient.
+* :class:`ConvexReLUClassifier`, :class:`ConvexReLURegressor`: scikit-learn estimators.
+"""
+from ._estimators import ConvexReLUClassifier, ConvexReLURegressor, beta_path
+from ._problem import TwoLayerReLU
+
+__all__ = ["ConvexReLUClassifier", "ConvexReLURegressor", "TwoLayerReLU", "beta_path"]

@@ -1,0 +1,315 @@
+"""scikit-learn estimators trained by the convex program: ConvexReLUClassifier, ConvexReLURegressor.
+
+Both standardise ``X`` internally, sample activation patterns on the standardised inputs (plus the
+bias column), solve :class:`~numopt.problems.TwoLayerReLU` with numopt's own solvers and store the
+*recovered* ReLU network in the original feature space (the standardisation is folded into the first
+layer), so prediction on new data never uses the training patterns.
+
+``beta`` is the weight decay next to the *summed* loss: ``beta <-> alpha`` of scikit-learn's
+``MLPRegressor``/``MLPClassifier`` (whose objective is the mean loss plus ``alpha / (2 n) ||W||^2``).
+The hidden bias is part of each neuron's weight vector and is penalised too.
+"""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.utils.metaestimators import available_if
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from .._minimize import minimize
+from ..exceptions import ConvergenceWarning
+from ._problem import TwoLayerReLU
+
+__all__ = ["ConvexReLUClassifier", "ConvexReLURegressor", "beta_path"]
+
+_METHODS = ("admm", "scp")
+
+
+def beta_path(problem, betas, *, method="admm", **options):
+    """Solve ``problem`` along ``betas`` (sorted decreasing), warm-starting each solve from the last.
+
+    ``beta`` does not enter the ADMM u-system, so every solve reuses the cached factorisation (one
+    factorisation for the whole path). Returns the list of results in the order of ``betas`` given.
+    """
+    betas = np.asarray(betas, dtype=np.float64)
+    if betas.ndim != 1 or betas.size == 0 or not np.all(np.isfinite(betas)) or np.any(betas < 0):
+        raise ValueError("betas must be a non-empty 1-D array of finite values >= 0")
+    order = np.argsort(-betas, kind="stable")
+    out = [None] * betas.size
+    state = x0 = None
+    for i in order:
+        pr = problem.with_beta(float(betas[i]))
+        if method == "admm":
+            res = minimize(pr, method="admm", initial_state=state, **options)
+            state = res.state
+        else:
+            res = minimize(pr, x0, method=method, **options)
+            x0 = res.x
+        out[i] = res
+    return out
+
+
+class _ConvexReLUBase(BaseEstimator):
+    def _validate_params_(self):
+        from .._validation import check_bool, check_choice, check_int, check_positive
+        check_positive(self.beta, "beta", strict=False)
+        check_int(self.n_patterns, "n_patterns", min_value=1)
+        check_choice(self.solver, "solver", _METHODS)
+        check_int(self.max_iter, "max_iter", min_value=1)
+        check_positive(self.tol, "tol")
+        check_bool(self.bias, "bias")
+        check_bool(self.warm_start, "warm_start")
+        if self.solver_options is not None and not isinstance(self.solver_options, dict):
+            raise TypeError("solver_options must be a dict or None")
+
+    def _standardize(self, X):
+        self.x_mean_ = X.mean(axis=0)
+        sd = X.std(axis=0)
+        self.x_scale_ = np.where(sd > 1e-12 * max(1.0, float(np.abs(X).max(initial=0.0))), sd, 1.0)
+        return (X - self.x_mean_) / self.x_scale_
+
+    def _solve(self, Z, targets, loss):
+        """Fit one network per column of ``targets`` (shared patterns and factorisation)."""
+        opts = dict(self.solver_options or {})
+        opts.setdefault("maxiter", self.max_iter)
+        if self.solver == "admm":
+            opts.setdefault("rtol", self.tol)
+        else:
+            opts.setdefault("tol", self.tol)
+        reuse = (self.warm_start and getattr(self, "_problem", None) is not None
+                 and self._problem.X.shape[0] == Z.shape[0]
+                 and np.array_equal(self._problem.X[:, :Z.shape[1]], Z))
+        if reuse:
+            base = self._problem
+        else:
+            base = TwoLayerReLU(Z, targets[0], self.beta, n_patterns=self.n_patterns, loss=loss, bias=self.bias,
+                                adversarial_eps=self._eps(), random_state=self.random_state)
+            self._states = [None] * len(targets)
+        self._problem = base
+        results = []
+        with warnings.catch_warnings():
+            if not self.verbose:
+                warnings.simplefilter("ignore", ConvergenceWarning)
+            for j, t in enumerate(targets):
+                pr = base.with_targets(t, loss).with_beta(self.beta)
+                kw = dict(opts)
+                if reuse and self.solver == "admm" and self._states[j] is not None and "initial_state" not in kw:
+                    kw["initial_state"] = self._states[j]
+                res = minimize(pr, method=self.solver, verbose=self.verbose, **kw)
+                if self.solver == "admm":
+                    self._states[j] = res.state
+                results.append(res)
+        return results
+
+    def _eps(self):
+        return 0.0
+
+    def _store_network(self, results, out_scale, out_shift):
+        """Fold the standardisation into layer 1 and stack the per-output networks."""
+        p = self.n_features_in_
+        W1, b1, W2 = [], [], []
+        K = len(results)
+        for j, res in enumerate(results):
+            U, a = res.first_layer, res.second_layer
+            Ux = U[:p] / self.x_scale_[:, None]
+            bias = (U[p] if self.bias else 0.0) - self.x_mean_ @ Ux
+            W1.append(Ux)
+            b1.append(np.broadcast_to(bias, (U.shape[1],)))
+            col = np.zeros((a.size, K))
+            col[:, j] = a * out_scale[j]
+            W2.append(col)
+        self.first_layer_weights_ = np.hstack(W1) if W1 else np.zeros((p, 0))
+        self.first_layer_bias_ = np.concatenate(b1)
+        self.second_layer_weights_ = np.vstack(W2)
+        self.output_bias_ = np.asarray(out_shift, dtype=np.float64)
+        self.n_neurons_ = int(self.first_layer_weights_.shape[1])
+        self.n_iter_ = int(max(r.nit for r in results))
+        self.loss_curve_ = list(np.asarray(results[0].history.get("fun", [])))
+        self.objective_ = [float(r.fun) for r in results]
+        self.solver_results_ = results
+
+    def _forward(self, X):
+        check_is_fitted(self, "first_layer_weights_")
+        X = validate_data(self, X, reset=False, dtype=np.float64)
+        H = np.maximum(X @ self.first_layer_weights_ + self.first_layer_bias_, 0.0)
+        return H @ self.second_layer_weights_ + self.output_bias_
+
+    def to_torch(self):
+        """An equivalent ``torch.nn.Sequential(Linear, ReLU, Linear)`` in float64 (torch imported lazily).
+
+        Its output equals :meth:`decision_function` (classifier) / :meth:`predict` (regressor) up to
+        floating-point rounding; call ``.float()`` on it for float32 inference.
+        """
+        check_is_fitted(self, "first_layer_weights_")
+        import torch
+
+        p, m = self.first_layer_weights_.shape
+        K = self.second_layer_weights_.shape[1]
+        net = torch.nn.Sequential(torch.nn.Linear(p, m), torch.nn.ReLU(), torch.nn.Linear(m, K)).double()
+        with torch.no_grad():
+            net[0].weight.copy_(torch.from_numpy(np.ascontiguousarray(self.first_layer_weights_.T)))
+            net[0].bias.copy_(torch.from_numpy(np.ascontiguousarray(self.first_layer_bias_)))
+            net[2].weight.copy_(torch.from_numpy(np.ascontiguousarray(self.second_layer_weights_.T)))
+            net[2].bias.copy_(torch.from_numpy(np.ascontiguousarray(self.output_bias_)))
+        return net
+
+
+class ConvexReLURegressor(RegressorMixin, _ConvexReLUBase):
+    """Two-layer ReLU regression trained to global optimality over sampled patterns (squared loss).
+
+    Parameters
+    ----------
+    beta : float
+        Weight decay on ``sum_j (||u_j||^2 + alpha_j^2) / 2`` next to the summed squared loss of the
+        *scaled* targets (``y`` is centred and divided by its standard deviation internally).
+    n_patterns : int
+        Sampled activation patterns ``P`` (hidden width at most ``2P``).
+    solver : {"admm", "scp"}
+        numopt method used (see :func:`numopt.show_options`).
+    max_iter : int
+        Iteration limit of the solver.
+    tol : float
+        Relative tolerance of the solver's stopping rule.
+    bias : bool
+        Hidden-layer bias (penalised with the weights).
+    warm_start : bool
+        Refitting on the same ``X`` reuses the patterns, the factorisation and the last ADMM state
+        (fast ``beta`` sweeps with ``set_params(beta=...)``).
+    solver_options : dict, optional
+        Extra options of the solver (e.g. ``{"rho": 1.0}``).
+    random_state : None or int
+        Seed of the pattern sampling.
+    verbose : bool
+        Solver logging; also shows :class:`~numopt.exceptions.ConvergenceWarning` (silenced otherwise).
+
+    Attributes
+    ----------
+    first_layer_weights_ : ndarray, shape (n_features, n_neurons)
+    first_layer_bias_ : ndarray, shape (n_neurons,)
+    second_layer_weights_ : ndarray, shape (n_neurons, 1)
+    output_bias_ : ndarray, shape (1,)
+    n_neurons_, n_iter_, loss_curve_, objective_
+    """
+
+    def __init__(self, beta=1.0, *, n_patterns=32, solver="admm", max_iter=2000, tol=1e-4, bias=True,
+                 warm_start=False, solver_options=None, random_state=None, verbose=False):
+        self.beta = beta
+        self.n_patterns = n_patterns
+        self.solver = solver
+        self.max_iter = max_iter
+        self.tol = tol
+        self.bias = bias
+        self.warm_start = warm_start
+        self.solver_options = solver_options
+        self.random_state = random_state
+        self.verbose = verbose
+
+    def fit(self, X, y):
+        self._validate_params_()
+        X, y = validate_data(self, X, y, dtype=np.float64, y_numeric=True)
+        y = np.asarray(y, dtype=np.float64)
+        Z = self._standardize(X)
+        self.y_mean_ = float(y.mean())
+        sd = float(y.std())
+        self.y_scale_ = sd if sd > 0 else 1.0
+        res = self._solve(Z, [(y - self.y_mean_) / self.y_scale_], "squared")
+        self._store_network(res, [self.y_scale_], [self.y_mean_])
+        return self
+
+    def predict(self, X):
+        return self._forward(X)[:, 0]
+
+
+class ConvexReLUClassifier(ClassifierMixin, _ConvexReLUBase):
+    """Two-layer ReLU classifier trained to global optimality over sampled patterns.
+
+    Binary problems fit one network; ``K > 2`` classes fit one network per class (one-vs-rest) on the
+    same patterns, so they share the ADMM factorisation.
+
+    Parameters
+    ----------
+    beta : float
+        Weight decay next to the summed loss (scikit-learn's MLP ``alpha``).
+    n_patterns : int
+        Sampled activation patterns ``P``.
+    loss : {"squared", "logistic"}
+        ``"squared"`` fits +-1 targets (the paper's setting, exact u-steps); ``"logistic"`` fits
+        ``P(y = 1) = sigmoid(2 f(x))`` and enables :meth:`predict_proba`.
+    solver, max_iter, tol, bias, warm_start, solver_options, random_state, verbose
+        As in :class:`ConvexReLURegressor`.
+
+    Attributes
+    ----------
+    classes_ : ndarray
+    first_layer_weights_ : ndarray, shape (n_features, n_neurons)
+    first_layer_bias_ : ndarray, shape (n_neurons,)
+    second_layer_weights_ : ndarray, shape (n_neurons, n_outputs)
+        ``n_outputs = 1`` for two classes, ``K`` otherwise (block structure: each neuron feeds one class).
+    output_bias_ : ndarray, shape (n_outputs,)
+    n_neurons_, n_iter_, loss_curve_, objective_
+    """
+
+    def __init__(self, beta=1.0, *, n_patterns=32, loss="squared", solver="admm", max_iter=2000, tol=1e-4,
+                 bias=True, warm_start=False, solver_options=None, random_state=None, verbose=False):
+        self.beta = beta
+        self.n_patterns = n_patterns
+        self.loss = loss
+        self.solver = solver
+        self.max_iter = max_iter
+        self.tol = tol
+        self.bias = bias
+        self.warm_start = warm_start
+        self.solver_options = solver_options
+        self.random_state = random_state
+        self.verbose = verbose
+
+    def fit(self, X, y):
+        self._validate_params_()
+        from .._validation import check_choice
+        check_choice(self.loss, "loss", ("squared", "logistic"))
+        X, y = validate_data(self, X, y, dtype=np.float64)
+        check_classification_targets(y)
+        self.classes_, yi = np.unique(y, return_inverse=True)
+        K = self.classes_.size
+        if K < 2:
+            raise ValueError(f"ConvexReLUClassifier needs at least 2 classes in y; got {K} class")
+        cols = [yi == 1] if K == 2 else [yi == k for k in range(K)]
+        lo = 0.0 if self.loss == "logistic" else -1.0
+        targets = [np.where(c, 1.0, lo) for c in cols]
+        Z = self._standardize(X)
+        res = self._solve(Z, targets, self.loss)
+        self._store_network(res, [1.0] * len(targets), np.zeros(len(targets)))
+        return self
+
+    def decision_function(self, X):
+        """Network output ``f(x)``: shape ``(n,)`` for two classes (positive -> ``classes_[1]``), else ``(n, K)``."""
+        out = self._forward(X)
+        return out[:, 0] if out.shape[1] == 1 else out
+
+    def predict(self, X):
+        f = self.decision_function(X)
+        idx = (f > 0).astype(int) if f.ndim == 1 else np.argmax(f, axis=1)
+        return self.classes_[idx]
+
+    def _has_proba(self):
+        return self.loss == "logistic"
+
+    @available_if(_has_proba)
+    def predict_proba(self, X):
+        """``sigmoid(2 f(x))`` per class (logistic loss only); one-vs-rest columns are normalised."""
+        from scipy.special import expit
+        f = self.decision_function(X)
+        if f.ndim == 1:
+            p1 = expit(2.0 * f)
+            return np.column_stack([1.0 - p1, p1])
+        p = expit(2.0 * f)
+        s = p.sum(axis=1, keepdims=True)
+        return np.divide(p, s, out=np.full_like(p, 1.0 / p.shape[1]), where=s > 0)
+
+    @available_if(_has_proba)
+    def predict_log_proba(self, X):
+        with np.errstate(divide="ignore"):
+            return np.log(self.predict_proba(X))

@@ -1,0 +1,171 @@
+"""Numba kernels of the convex ReLU solvers: the pattern-masked, elementwise passes.
+
+The dense products ``X @ [U Z]`` and ``X.T @ [...]`` go to BLAS; these kernels fuse everything done
+elementwise on the ``n x 2P`` arrays around them (mask with ``D_i``/``E_i``, project, update duals,
+accumulate residual norms) into one serial pass (threads do not pay at these sizes and fight BLAS
+threads on small machines). Inputs are trusted (checked upstream).
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+
+@njit(cache=True, nogil=True)
+def masked_rowsum(XA, Dmat):
+    """``out_k = sum_i Dmat[k, i] (XA[k, i] - XA[k, P + i])`` for ``XA = X [U Z]`` (``n x 2P``).
+
+    This is ``F(u, z) = sum_i D_i X (u_i - z_i)`` given the product ``X [U Z]``.
+    """
+    n, P = Dmat.shape
+    out = np.empty(n)
+    for k in range(n):
+        acc = 0.0
+        for i in range(P):
+            acc += Dmat[k, i] * (XA[k, i] - XA[k, P + i])
+        out[k] = acc
+    return out
+
+
+@njit(cache=True, nogil=True)
+def masked_rowsum_single(XA, Dmat):
+    """``out_k = sum_i Dmat[k, i] XA[k, i]`` (``M a`` given ``X A`` for ``A`` of shape ``d x P``)."""
+    n, P = Dmat.shape
+    out = np.empty(n)
+    for k in range(n):
+        acc = 0.0
+        for i in range(P):
+            acc += Dmat[k, i] * XA[k, i]
+        out[k] = acc
+    return out
+
+
+@njit(cache=True, nogil=True)
+def masked_outer(Dmat, r, T):
+    """``T[:, :P] = Dmat o r``, ``T[:, P:] = -(Dmat o r)`` (so ``X.T @ T = F^T r``)."""
+    n, P = Dmat.shape
+    for k in range(n):
+        for i in range(P):
+            t = Dmat[k, i] * r[k]
+            T[k, i] = t
+            T[k, P + i] = -t
+    return T
+
+
+@njit(cache=True, nogil=True)
+def slack_dual_update(XA, Dmat, Nu, ES, gamma, scale, alpha):
+    """The cone-slack and its dual step, fused, for ``G u = scale * E o X [U Z]`` (in place).
+
+    For every entry (``e = 2 d - 1``, ``s_old = e * ES`` on entry): ``g = scale * e * XA``, relaxed
+    ``gh = alpha g + (1 - alpha) s_old``, ``s = max(gh + nu, 0)``, ``nu += gamma (gh - s)``, and
+    ``ES = e * s`` on exit (so ``X.T @ ES = G^T s / scale``). Returns
+    ``(||G u - s||^2, ||G u||^2, ||s||^2, ||nu||^2)``.
+    """
+    n, P = Dmat.shape
+    r2 = 0.0
+    g2 = 0.0
+    s2 = 0.0
+    nu2 = 0.0
+    for k in range(n):
+        for j in range(2 * P):
+            i = j if j < P else j - P
+            e = 2.0 * Dmat[k, i] - 1.0
+            g = scale * e * XA[k, j]
+            gh = alpha * g + (1.0 - alpha) * (e * ES[k, j])
+            s = gh + Nu[k, j]
+            if s < 0.0:
+                s = 0.0
+            nu = Nu[k, j] + gamma * (gh - s)
+            Nu[k, j] = nu
+            ES[k, j] = e * s
+            r2 += (g - s) * (g - s)
+            g2 += g * g
+            s2 += s * s
+            nu2 += nu * nu
+    return r2, g2, s2, nu2
+
+
+@njit(cache=True, nogil=True)
+def group_prox_dual_update(U, Lam, V, thr, gamma, alpha):
+    """Group soft-threshold and the dual step of the splitting ``u = v`` (in place).
+
+    With the relaxed ``uh = alpha u + (1 - alpha) v_old`` (``V`` holds ``v_old`` on entry):
+    ``v_g <- (1 - thr / ||uh_g + lam_g||)_+ (uh_g + lam_g)`` per column ``g``, then
+    ``lam <- lam + gamma (uh - v)``. Returns ``(||u - v||^2, ||v - v_old||^2, ||u||^2, ||v||^2, ||lam||^2,
+    sum_g ||v_g||)``.
+    """
+    d, m = U.shape
+    r2 = 0.0
+    dv2 = 0.0
+    u2 = 0.0
+    v2 = 0.0
+    l2 = 0.0
+    vnorm = 0.0
+    for g in range(m):
+        nz = 0.0
+        for a in range(d):
+            z = alpha * U[a, g] + (1.0 - alpha) * V[a, g] + Lam[a, g]
+            nz += z * z
+        nz = np.sqrt(nz)
+        scale = 0.0
+        if nz > thr:
+            scale = 1.0 - thr / nz
+        vnorm += scale * nz
+        for a in range(d):
+            u = U[a, g]
+            uh = alpha * u + (1.0 - alpha) * V[a, g]
+            vnew = scale * (uh + Lam[a, g])
+            dv = vnew - V[a, g]
+            V[a, g] = vnew
+            lam = Lam[a, g] + gamma * (uh - vnew)
+            Lam[a, g] = lam
+            r2 += (u - vnew) ** 2
+            dv2 += dv * dv
+            u2 += u * u
+            v2 += vnew * vnew
+            l2 += lam * lam
+    return r2, dv2, u2, v2, l2, vnorm
+
+
+@njit(cache=True, nogil=True)
+def relu_features(X, Udir):
+    """``(X @ Udir)_+`` computed row by row (the SCP feature map), ``n x N``."""
+    n, d = X.shape
+    N = Udir.shape[1]
+    out = np.empty((n, N))
+    for k in range(n):
+        for j in range(N):
+            acc = 0.0
+            for a in range(d):
+                acc += X[k, a] * Udir[a, j]
+            out[k, j] = acc if acc > 0.0 else 0.0
+    return out
+
+
+@njit(cache=True, nogil=True)
+def soft_threshold(z, thr, out):
+    """``out = sign(z) max(|z| - thr, 0)`` (the l1 prox)."""
+    for j in range(z.shape[0]):
+        a = z[j]
+        if a > thr:
+            out[j] = a - thr
+        elif a < -thr:
+            out[j] = a + thr
+        else:
+            out[j] = 0.0
+    return out
+
+
+def warmup():
+    """Compile (or load from cache) every kernel on tiny inputs."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((4, 3))
+    D = (rng.standard_normal((4, 2)) > 0).astype(np.float64)
+    XA = rng.standard_normal((4, 4))
+    masked_rowsum(XA, D)
+    masked_rowsum_single(XA[:, :2], D)
+    masked_outer(D, np.ones(4), np.empty((4, 4)))
+    slack_dual_update(XA, D, np.zeros((4, 4)), np.zeros((4, 4)), 1.0, 1.0, 1.0)
+    group_prox_dual_update(rng.standard_normal((3, 4)), np.zeros((3, 4)), np.zeros((3, 4)), 0.1, 1.0, 1.0)
+    relu_features(X, rng.standard_normal((3, 2)))
+    soft_threshold(np.ones(3), 0.5, np.empty(3))

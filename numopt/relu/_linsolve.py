@@ -1,0 +1,115 @@
+"""The ADMM u-step: solve ``A u = b`` with ``A = I + G^T G + (1/rho) F^T F``, factorised once.
+
+``G`` carries a constant ``cone_scale`` ``c`` (``G = c E X`` blockwise, see :mod:`numopt.relu._admm`), so
+``G^T G = c^2 I_{2P} (x) X^T X``; below ``C = I_d + c^2 X^T X``.
+
+With ``u = (U, Z)`` (``d x P`` each), ``F(u) = M (U - Z)``, ``M = [D_1 X ... D_P X]`` and
+``G^T G = c^2 I_{2P} (x) X^T X`` (because ``E_i^2 = I``). Write ``C = I_d + c^2 X^T X``. In the variables
+``a = U - Z`` and ``c = U + Z`` the system decouples (derivation: add and subtract the two block rows):
+
+.. math::
+
+    (I_P \\otimes C + \\tfrac{2}{\\rho} M^T M)\\, a = b_U - b_Z, \\qquad (I_P \\otimes C)\\, c = b_U + b_Z.
+
+The ``c`` system is ``P`` solves with one ``d x d`` Cholesky factor. The ``a`` system
+``K = I_P (x) C + (2/rho) M^T M`` is solved by one of two exact paths:
+
+* ``"cholesky"``: factor the ``dP x dP`` matrix ``K`` (chosen when ``dP <= n``);
+* ``"woodbury"``: with ``B = I_P (x) C``,
+  :math:`K^{-1} = B^{-1} - B^{-1} M^T S^{-1} M B^{-1}`, ``S = (rho/2) I_n + (X C^{-1} X^T) o (D D^T)``,
+  an ``n x n`` Cholesky factor (chosen when ``dP > n``); memory ``O(n^2 + d^2 + nP)``.
+
+Only ``S`` (or ``K``) depends on ``rho``; everything else is cached once per problem, so a new ``rho``
+costs one ``n x n`` (or ``dP x dP``) Cholesky, and a new ``beta`` nothing.
+"""
+from __future__ import annotations
+
+import numpy as np
+from scipy.linalg import cho_factor, cho_solve
+
+from ._kernels import masked_rowsum, masked_rowsum_single
+
+__all__ = ["USolver", "choose_path"]
+
+PATHS = ("auto", "cholesky", "woodbury")
+
+
+def choose_path(n, d, P):
+    """``"cholesky"`` while the ``dP x dP`` system is no larger than the ``n x n`` one, else ``"woodbury"``."""
+    return "cholesky" if d * P <= n else "woodbury"
+
+
+def _base(problem, path, c2):
+    """rho-independent pieces, cached on the problem (shared by its beta / target copies)."""
+    key = ("base", path, c2)
+    if key not in problem._cache:
+        X, D = problem.X, problem.Dmat
+        n, d = X.shape
+        XtX = X.T @ X
+        Cf = cho_factor(np.eye(d) + c2 * XtX, lower=True)
+        # explicit inverse of the small SPD C (cond <= 1 + c^2 ||X||^2): per-iteration solves become GEMMs
+        base = {"XtX": XtX, "C": Cf, "Cinv": cho_solve(Cf, np.eye(d))}
+        if path == "cholesky":
+            P = D.shape[1]
+            MtM = np.zeros((P * d, P * d))
+            step = max(1, int(2e7 // max(1, P * d)))  # row chunks keep the n x dP slab bounded
+            for lo in range(0, n, step):
+                Xc, Dc = X[lo:lo + step], D[lo:lo + step]
+                Mc = (Dc[:, :, None] * Xc[:, None, :]).reshape(Xc.shape[0], P * d)
+                MtM += Mc.T @ Mc
+            base["MtM"] = MtM
+            base["BD"] = np.kron(np.eye(P), np.eye(d) + c2 * XtX)
+        else:
+            H = X @ cho_solve(Cf, X.T)
+            base["HD"] = H * (D @ D.T)
+        problem._cache[key] = base
+    return problem._cache[key]
+
+
+class USolver:
+    """Exact solver of the u-step system for one ``rho`` (see the module docstring)."""
+
+    def __init__(self, problem, rho, path="auto", cone_scale=1.0):
+        n, d = problem.X.shape
+        P = problem.Dmat.shape[1]
+        self.path = choose_path(n, d, P) if path == "auto" else path
+        self.X, self.D, self.rho = problem.X, problem.Dmat, float(rho)
+        self.c2 = float(cone_scale) ** 2
+        base = _base(problem, self.path, self.c2)
+        self.XtX, self.Cf, self.Cinv = base["XtX"], base["C"], base["Cinv"]
+        key = (self.path, self.rho, self.c2)
+        if key not in problem._cache:
+            if self.path == "cholesky":
+                K = base["BD"] + (2.0 / self.rho) * base["MtM"]
+                problem._cache[key] = cho_factor(K, lower=True)
+            else:
+                S = base["HD"].copy()
+                S.flat[::n + 1] += 0.5 * self.rho
+                problem._cache[key] = cho_factor(S, lower=True)
+        self.fac = problem._cache[key]
+
+    def solve_a(self, R):
+        """``K^{-1} r`` for ``r`` given as a ``d x P`` matrix."""
+        if self.path == "cholesky":
+            d, P = R.shape
+            return cho_solve(self.fac, R.T.ravel(), check_finite=False).reshape(P, d).T
+        Y = self.Cinv @ R                                        # B^{-1} r
+        t = masked_rowsum_single(self.X @ Y, self.D)             # M B^{-1} r
+        q = cho_solve(self.fac, t, check_finite=False)
+        return Y - self.Cinv @ (self.X.T @ (self.D * q[:, None]))
+
+    def solve(self, B):
+        """Solve ``A u = b`` for ``b = [b_U  b_Z]`` (``d x 2P``); returns ``[U Z]``."""
+        P = B.shape[1] // 2
+        bU, bZ = B[:, :P], B[:, P:]
+        a = self.solve_a(bU - bZ)
+        c = self.Cinv @ (bU + bZ)
+        return np.hstack([0.5 * (c + a), 0.5 * (c - a)])
+
+    def apply_A(self, UZ):
+        """``A u`` (for tests): ``u + c^2 (I (x) X^T X) u + (1/rho) F^T F u``."""
+        P = UZ.shape[1] // 2
+        XA = self.X @ UZ
+        f = masked_rowsum(np.ascontiguousarray(XA), self.D)
+        Ft = self.X.T @ (self.D * f[:, None])
+        return UZ + self.c2 * (self.XtX @ UZ) + np.hstack([Ft, -Ft]) / self.rho

@@ -1,0 +1,273 @@
+"""The convex two-layer ReLU training problem (Pilanci-Ergen reformulation, sampled patterns).
+
+Non-convex model of width ``m`` with weight decay ``beta``:
+
+.. math::
+
+    \\min_{u_j, \\alpha_j} \\; \\ell\\Big(\\sum_j (X u_j)_+ \\alpha_j,\\; y\\Big)
+        + \\frac{\\beta}{2} \\sum_j \\big(\\|u_j\\|_2^2 + \\alpha_j^2\\big).
+
+Convex reformulation over ``P`` activation patterns :math:`D_i = \\mathrm{diag}(d_i)`,
+:math:`e_i = 2 d_i - 1`:
+
+.. math::
+
+    \\min_{v_i, w_i} \\; \\ell\\Big(\\sum_{i=1}^P D_i X (v_i - w_i),\\; y\\Big)
+        + \\beta \\sum_i \\big(\\|v_i\\|_2 + \\|w_i\\|_2\\big)
+    \\quad \\text{s.t.}\\quad e_i \\circ X v_i \\ge 0,\\; e_i \\circ X w_i \\ge 0.
+
+The patterns are *sampled*: :math:`d_i = 1[X h_i \\ge 0]` with :math:`h_i \\sim N(0, I)`,
+deduplicated, all-zero patterns dropped. The sampled optimum is an upper bound of the exact one.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .._validation import (as_float_array, check_bool, check_choice, check_int, check_positive,
+                           check_random_state)
+from ..problems import Problem
+
+__all__ = ["TwoLayerReLU", "sample_patterns", "LOSSES"]
+
+LOSSES = ("squared", "logistic")
+
+
+def sample_patterns(X, n_patterns, rng, *, max_rounds=20):
+    """Sample ``n_patterns`` distinct non-zero activation patterns ``1[X h >= 0]``.
+
+    Returns ``(Dmat, H)``: the ``n x P`` 0/1 float64 pattern matrix (``P <= n_patterns``; fewer when the
+    arrangement has fewer distinct non-zero patterns reachable in ``max_rounds`` draws) and the
+    ``d x P`` Gaussian directions that generated them. Patterns keep the order of their first draw,
+    so a fixed ``rng`` gives bit-identical output.
+    """
+    n, d = X.shape
+    cols, dirs, seen = [], [], set()
+    for _ in range(max_rounds):
+        need = n_patterns - len(cols)
+        if need <= 0:
+            break
+        H = rng.standard_normal((d, need))
+        masks = (X @ H) >= 0
+        for j in range(need):
+            m = masks[:, j]
+            if not m.any():
+                continue
+            key = np.packbits(m).tobytes()
+            if key in seen:
+                continue
+            seen.add(key)
+            cols.append(m)
+            dirs.append(H[:, j])
+    if not cols:
+        raise ValueError("X produced no non-zero activation pattern; is X all zeros?")
+    Dmat = np.ascontiguousarray(np.stack(cols, axis=1), dtype=np.float64)
+    return Dmat, np.ascontiguousarray(np.stack(dirs, axis=1))
+
+
+class TwoLayerReLU(Problem):
+    """Convex training problem of a two-layer ReLU network with weight decay ``beta``.
+
+    Parameters
+    ----------
+    X : array_like, shape (n_samples, n_features)
+        Training inputs (finite). Standardise the columns first (the estimators do).
+    y : array_like, shape (n_samples,)
+        Targets: real values for ``loss="squared"`` (use +-1 for classification), ``{0, 1}`` for
+        ``loss="logistic"``.
+    beta : float
+        Weight decay (``beta >= 0``). It is the weight on ``sum_j (||u_j||^2 + alpha_j^2) / 2`` next to the
+        *summed* loss, i.e. scikit-learn's ``alpha`` of ``MLPRegressor``.
+    n_patterns : int
+        Number of sampled activation patterns ``P`` (before deduplication).
+    loss : {"squared", "logistic"}
+        ``"squared"``: :math:`\\tfrac12\\|\\hat y - y\\|^2`. ``"logistic"``:
+        :math:`\\sum_k \\log(1 + e^{2\\hat y_k}) - 2 y_k \\hat y_k`, i.e. ``P(y=1) = sigmoid(2 yhat)``.
+    bias : bool
+        Append a ones column to ``X`` (a hidden-layer bias). The bias is part of ``u_j`` and therefore
+        **penalised** by the weight decay, as in the paper and its reference codes.
+    adversarial_eps : float
+        Radius of the l_inf perturbation ball of the robust formulation (0: nominal training). Stored
+        and validated, but no numopt solver handles ``> 0`` yet: ``minimize`` raises
+        ``NotImplementedError``.
+    patterns : array_like of {0, 1}, shape (n_samples, P), optional
+        Use these activation patterns instead of sampling (duplicates and all-zero columns are dropped).
+    random_state : None, int or numpy Generator
+        Seed of the pattern sampling.
+
+    Attributes
+    ----------
+    X : ndarray, shape (n, d)
+        The inputs with the bias column appended (``d = n_features + bias``), float64.
+    Dmat : ndarray, shape (n, P)
+        The 0/1 pattern matrix after deduplication (float64).
+    n_patterns_ : int
+        ``P`` after deduplication.
+    """
+
+    def __init__(self, X, y, beta, *, n_patterns=32, loss="squared", bias=True, adversarial_eps=0.0,
+                 patterns=None, random_state=None):
+        X = as_float_array(X, "X", ndim=2, dtype=np.float64, min_size=1)
+        n, p = X.shape
+        if n < 1 or p < 1:
+            raise ValueError(f"X must be non-empty; got shape {X.shape}")
+        y = as_float_array(y, "y", ndim=1, dtype=np.float64)
+        if y.shape[0] != n:
+            raise ValueError(f"y must have length {n} (rows of X); got {y.shape[0]}")
+        self.beta = check_positive(beta, "beta", strict=False)
+        self.loss = check_choice(loss, "loss", LOSSES)
+        if self.loss == "logistic" and not np.all((y == 0) | (y == 1)):
+            raise ValueError("y must hold only 0 and 1 for loss='logistic'")
+        self.bias = check_bool(bias, "bias")
+        self.adversarial_eps = check_positive(adversarial_eps, "adversarial_eps", strict=False)
+        self.n_features = p
+        self.X = np.ascontiguousarray(np.hstack([X, np.ones((n, 1))]) if self.bias else X)
+        self.y = y
+        if patterns is not None:
+            D = np.asarray(patterns)
+            if D.ndim != 2 or D.shape[0] != n:
+                raise ValueError(f"patterns must have shape ({n}, P); got {D.shape}")
+            if D.dtype.kind not in "biuf" or not np.all((D == 0) | (D == 1)):
+                raise ValueError("patterns must hold only 0 and 1")
+            D = D.astype(bool)
+            keep, seen = [], set()
+            for j in range(D.shape[1]):
+                key = np.packbits(D[:, j]).tobytes()
+                if D[:, j].any() and key not in seen:
+                    seen.add(key)
+                    keep.append(j)
+            if not keep:
+                raise ValueError("patterns has no non-zero column")
+            self.Dmat = np.ascontiguousarray(D[:, keep], dtype=np.float64)
+            self.directions = None
+            self.n_patterns = len(keep)
+        else:
+            self.n_patterns = check_int(n_patterns, "n_patterns", min_value=1)
+            self.random_state = random_state
+            rng = check_random_state(random_state)
+            self.Dmat, self.directions = sample_patterns(self.X, self.n_patterns, rng)
+        self._cache = {}  # factorizations keyed by (path, rho); shared by with_targets / with_beta copies
+
+    # --- sizes -------------------------------------------------------------------------------------
+    @property
+    def n_samples(self):
+        return self.X.shape[0]
+
+    @property
+    def dim(self):
+        """Columns of the (augmented) X: ``n_features + bias``."""
+        return self.X.shape[1]
+
+    @property
+    def n_patterns_(self):
+        return self.Dmat.shape[1]
+
+    # --- copies sharing data, patterns and factorizations ---------------------------------------------
+    def _clone(self):
+        new = object.__new__(type(self))
+        new.__dict__.update(self.__dict__)
+        return new
+
+    def with_beta(self, beta):
+        """The same problem with another ``beta`` (patterns and cached factorizations are shared)."""
+        new = self._clone()
+        new.beta = check_positive(beta, "beta", strict=False)
+        return new
+
+    def with_targets(self, y, loss=None):
+        """The same inputs and patterns with new targets (one-vs-rest reuses the factorization)."""
+        new = self._clone()
+        new.loss = self.loss if loss is None else check_choice(loss, "loss", LOSSES)
+        y = as_float_array(y, "y", ndim=1, dtype=np.float64)
+        if y.shape[0] != self.n_samples:
+            raise ValueError(f"y must have length {self.n_samples}; got {y.shape[0]}")
+        if new.loss == "logistic" and not np.all((y == 0) | (y == 1)):
+            raise ValueError("y must hold only 0 and 1 for loss='logistic'")
+        new.y = y
+        return new
+
+    # --- the convex model ----------------------------------------------------------------------------
+    def predict_convex(self, V, W):
+        """``F(v, w) = sum_i D_i X (v_i - w_i)``; ``V``, ``W`` are ``d x P`` (column i = v_i)."""
+        return np.einsum("ki,ki->k", self.Dmat, self.X @ (V - W))
+
+    def loss_value(self, yhat):
+        """The data-fit term at predictions ``yhat``."""
+        if self.loss == "squared":
+            r = yhat - self.y
+            return 0.5 * float(r @ r)
+        z = 2.0 * yhat
+        return float(np.sum(np.logaddexp(0.0, z) - self.y * z))
+
+    def loss_grad(self, yhat):
+        """Gradient of the data-fit term in ``yhat``."""
+        if self.loss == "squared":
+            return yhat - self.y
+        return 2.0 * _sigmoid(2.0 * yhat) - 2.0 * self.y
+
+    def objective(self, V, W):
+        """The convex objective at ``(V, W)`` (``d x P`` each); cones are not checked here."""
+        reg = np.linalg.norm(V, axis=0).sum() + np.linalg.norm(W, axis=0).sum()
+        return self.loss_value(self.predict_convex(V, W)) + self.beta * reg
+
+    def cone_violation(self, V, W):
+        """``max_{i,k} (-e_ik x_k^T v_i)_+`` over both families (0 when every cone holds)."""
+        E = 2.0 * self.Dmat - 1.0
+        return float(max(np.max(-E * (self.X @ V), initial=0.0), np.max(-E * (self.X @ W), initial=0.0)))
+
+    def beta_max(self):
+        """``max_i ||X^T (d_i o g0)||_2``, ``g0`` the loss gradient at zero prediction.
+
+        For ``beta`` at or above it the zero network is optimal for the unconstrained (gated) program;
+        with the cone constraints it is a safe upper bound of the smallest such ``beta``.
+        """
+        g0 = self.loss_grad(np.zeros(self.n_samples))
+        return float(np.max(np.linalg.norm(self.X.T @ (self.Dmat * g0[:, None]), axis=0)))
+
+    def network_from(self, V, W, tol=0.0):
+        """Recover ReLU weights from the convex variables.
+
+        Each block ``v_i`` with ``||v_i|| > tol`` gives a neuron ``u = v_i / sqrt(||v_i||)``,
+        ``alpha = sqrt(||v_i||)``; each ``w_i`` the same with ``alpha = -sqrt(||w_i||)``, so that
+        ``(beta/2)(||u||^2 + alpha^2) = beta ||v_i||`` and ``relu(X u) alpha = D_i X v_i`` wherever the
+        cone ``e_i o X v_i >= 0`` holds. Returns ``(U, alpha)``: ``U`` is ``d x m`` (last row = bias
+        weights when ``bias``), ``alpha`` has length ``m``.
+        """
+        nv, nw = np.linalg.norm(V, axis=0), np.linalg.norm(W, axis=0)
+        iv, iw = np.flatnonzero(nv > tol), np.flatnonzero(nw > tol)
+        U = np.hstack([V[:, iv] / np.sqrt(nv[iv]), W[:, iw] / np.sqrt(nw[iw])])
+        alpha = np.concatenate([np.sqrt(nv[iv]), -np.sqrt(nw[iw])])
+        return U, alpha
+
+    def network_objective(self, U, alpha):
+        """Non-convex objective ``l(relu(X U) alpha) + beta/2 (||U||_F^2 + ||alpha||^2)``."""
+        yhat = np.maximum(self.X @ U, 0.0) @ alpha
+        return self.loss_value(yhat) + 0.5 * self.beta * (float(np.sum(U * U)) + float(alpha @ alpha))
+
+    def unpack(self, x):
+        """Split the flat solver vector ``x = [v_1..v_P, w_1..w_P]`` into ``d x P`` matrices ``V, W``."""
+        P, d = self.n_patterns_, self.dim
+        x = np.asarray(x, dtype=np.float64)
+        return x[:P * d].reshape(P, d).T.copy(), x[P * d:].reshape(P, d).T.copy()
+
+    @staticmethod
+    def pack(V, W):
+        return np.concatenate([V.T.ravel(), W.T.ravel()])
+
+    def check_x0(self, x0):
+        """Validate a warm start (flat ``2 P d`` vector) and return ``(V, W)`` or ``None``."""
+        if x0 is None:
+            return None
+        x0 = as_float_array(x0, "x0", ndim=1, dtype=np.float64)
+        size = 2 * self.n_patterns_ * self.dim
+        if x0.shape[0] != size:
+            raise ValueError(f"x0 must have length 2 * n_patterns * dim = {size}; got {x0.shape[0]}")
+        return self.unpack(x0)
+
+
+def _sigmoid(z):
+    out = np.empty_like(z)
+    pos = z >= 0
+    out[pos] = 1.0 / (1.0 + np.exp(-z[pos]))
+    ez = np.exp(z[~pos])
+    out[~pos] = ez / (1.0 + ez)
+    return out

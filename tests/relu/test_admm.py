@@ -1,0 +1,170 @@
+"""ADMM on the convex ReLU program: CVXPY oracle, equivalence with the recovered network, certificates."""
+import warnings
+
+import numpy as np
+import pytest
+
+import numopt
+from numopt.exceptions import ConvergenceWarning
+from numopt.problems import TwoLayerReLU
+from numopt.relu._cvx import cvxpy_solve
+
+from ._data import make_data
+
+
+@pytest.fixture(scope="module")
+def small_sq():
+    X, y = make_data(50, 3, seed=1, kind="sign")
+    pr = TwoLayerReLU(X, y, 0.5, n_patterns=10, random_state=0)
+    return pr, cvxpy_solve(pr)
+
+
+@pytest.mark.parametrize("path", ["cholesky", "woodbury"])
+def test_matches_cvxpy_squared(small_sq, path):
+    pr, (f_ref, _, _) = small_sq
+    res = numopt.minimize(pr, method="admm", linear_solver=path)
+    assert res.success, res.message
+    assert res.linear_solver == path
+    assert abs(res.fun - f_ref) / f_ref <= 1e-4
+    assert res.cone_violation <= 1e-5 * np.abs(pr.X).max()
+
+
+def test_matches_cvxpy_logistic():
+    X, y = make_data(40, 2, seed=3, kind="binary")
+    pr = TwoLayerReLU(X, y, 0.3, n_patterns=8, loss="logistic", random_state=1)
+    f_ref, _, _ = cvxpy_solve(pr)
+    res = numopt.minimize(pr, method="admm")
+    assert res.success, res.message
+    assert abs(res.fun - f_ref) / f_ref <= 1e-4
+
+
+def test_regression_targets_woodbury_default():
+    X, y = make_data(30, 4, seed=5, kind="reg")
+    pr = TwoLayerReLU(X, y, 0.2, n_patterns=12, random_state=2)   # dP = 60 > n = 30: Woodbury
+    f_ref, _, _ = cvxpy_solve(pr)
+    res = numopt.minimize(pr, method="admm")
+    assert res.linear_solver == "woodbury"
+    assert abs(res.fun - f_ref) / f_ref <= 1e-4
+
+
+def test_network_equivalence(small_sq):
+    """The recovered ReLU net reproduces the convex model on the training data, at the same objective."""
+    pr, _ = small_sq
+    res = numopt.minimize(pr, method="admm")
+    conv = pr.predict_convex(res.v, res.w)
+    net = np.maximum(pr.X @ res.first_layer, 0) @ res.second_layer
+    scale = np.abs(conv).max()
+    # equal up to the cone violation left at the residual tolerance
+    assert np.max(np.abs(net - conv)) <= 1e-4 * scale
+    assert res.network_gap == pytest.approx(np.max(np.abs(net - conv)))
+    assert res.n_neurons == res.second_layer.size == res.first_layer.shape[1]
+    assert res.n_neurons <= 2 * pr.n_patterns_
+    assert abs(res.network_fun - res.fun) <= 1e-4 * res.fun
+
+
+def test_beta_above_beta_max_gives_zero():
+    X, y = make_data(30, 3, seed=2)
+    pr = TwoLayerReLU(X, y, 1.0, n_patterns=6, random_state=0)
+    pr = pr.with_beta(1.01 * pr.beta_max())
+    res = numopt.minimize(pr, method="admm")
+    assert np.all(res.v == 0) and np.all(res.w == 0)
+    assert res.n_neurons == 0
+    assert res.fun == pytest.approx(0.5 * y @ y, rel=1e-12)
+
+
+def test_more_patterns_never_worse():
+    X, y = make_data(40, 2, seed=4)
+    big = TwoLayerReLU(X, y, 0.5, n_patterns=12, random_state=0)
+    small = TwoLayerReLU(X, y, 0.5, patterns=big.Dmat[:, :4])
+    f_small = numopt.minimize(small, method="admm").fun
+    f_big = numopt.minimize(big, method="admm").fun
+    assert f_big <= f_small * (1 + 1e-5)
+
+
+def test_kkt_at_solution(small_sq):
+    """Active blocks satisfy beta v_g/||v_g|| = rho lam_g; inactive ones ||rho lam_g|| <= beta."""
+    pr, _ = small_sq
+    res = numopt.minimize(pr, method="admm")
+    V, Lam, rho = res.state["V"], res.state["Lam"], res.state["rho"]
+    nv = np.linalg.norm(V, axis=0)
+    act = nv > 1e-8
+    lhs = pr.beta * V[:, act] / nv[act]
+    assert np.max(np.abs(lhs - rho * Lam[:, act])) <= 1e-3 * pr.beta
+    assert np.all(np.linalg.norm(rho * Lam[:, ~act], axis=0) <= pr.beta * (1 + 1e-6))
+
+
+def test_warm_start_state_converges_immediately(small_sq):
+    pr, _ = small_sq
+    res = numopt.minimize(pr, method="admm")
+    again = numopt.minimize(pr, method="admm", initial_state=res.state)
+    assert again.nit <= 3
+    assert again.fun == pytest.approx(res.fun, rel=1e-6)
+    x0 = numopt.minimize(pr, method="admm", x0=res.x)
+    assert x0.fun == pytest.approx(res.fun, rel=1e-4)
+
+
+def test_permutation_invariance_and_determinism():
+    X, y = make_data(30, 3, seed=6)
+    pr = TwoLayerReLU(X, y, 0.5, n_patterns=8, random_state=3)
+    r1 = numopt.minimize(pr, method="admm")
+    r2 = numopt.minimize(TwoLayerReLU(X, y, 0.5, n_patterns=8, random_state=3), method="admm")
+    assert np.array_equal(r1.x, r2.x)
+    perm = np.random.default_rng(0).permutation(30)
+    pp = TwoLayerReLU(X[perm], y[perm], 0.5, patterns=pr.Dmat[perm])
+    rp = numopt.minimize(pp, method="admm")
+    assert rp.fun == pytest.approx(r1.fun, rel=1e-5)
+
+
+def test_adaptive_rho_and_anderson_reach_same_optimum(small_sq):
+    pr, (f_ref, _, _) = small_sq
+    for opts in ({"adaptive_rho": True, "rho": 5.0}, {"anderson": 5}):
+        res = numopt.minimize(pr, method="admm", **opts)
+        assert abs(res.fun - f_ref) / f_ref <= 1e-4, opts
+
+
+def test_history_callback_and_maxiter(small_sq):
+    pr, _ = small_sq
+    seen = []
+
+    def cb(r):
+        seen.append(r.nit)
+        if r.nit == 5:
+            raise StopIteration
+
+    res = numopt.minimize(pr, method="admm", callback=cb)
+    assert res.status == 99 and res.nit == 5 and seen == [1, 2, 3, 4, 5]
+    for key in ("fun", "primal_residual", "dual_residual", "rho", "time"):
+        assert len(res.history[key]) == 5
+    with pytest.warns(ConvergenceWarning):
+        res = numopt.minimize(pr, method="admm", maxiter=3)
+    assert not res.success and res.nit == 3
+
+
+@pytest.mark.parametrize("opts, exc", [
+    ({"rho": 0}, ValueError), ({"rho": "a"}, TypeError), ({"gamma": 2.0}, ValueError),
+    ({"maxiter": 0}, ValueError), ({"linear_solver": "lu"}, ValueError), ({"rtol": 0, "atol": 0}, ValueError),
+    ({"rho_mu": 1.0}, ValueError), ({"initial_state": {"UZ": 1}}, ValueError), ({"initial_state": 3}, TypeError),
+    ({"bogus": 1}, ValueError),
+])
+def test_bad_options(small_sq, opts, exc):
+    pr, _ = small_sq
+    with pytest.raises(exc):
+        numopt.minimize(pr, method="admm", **opts)
+
+
+def test_bad_x0(small_sq):
+    pr, _ = small_sq
+    with pytest.raises(ValueError, match="x0"):
+        numopt.minimize(pr, np.zeros(3), method="admm")
+    with pytest.raises(ValueError, match="x0"):
+        numopt.minimize(pr, np.full(2 * pr.n_patterns_ * pr.dim, np.nan), method="admm")
+
+
+def test_verbose_logs(small_sq, caplog):
+    pr, _ = small_sq
+    import logging
+    with caplog.at_level(logging.INFO, logger="numopt.admm"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            numopt.minimize(pr, method="admm", verbose=2, maxiter=3)
+    assert any("iter" in r.message for r in caplog.records)

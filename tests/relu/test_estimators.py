@@ -1,0 +1,134 @@
+"""scikit-learn estimators: estimator checks, to_torch equality, multiclass, warm start, beta path."""
+import numpy as np
+import pytest
+from sklearn.datasets import load_iris, make_moons
+from sklearn.utils.estimator_checks import check_estimator
+
+import numopt
+from numopt.problems import TwoLayerReLU
+from numopt.relu import ConvexReLUClassifier, ConvexReLURegressor, beta_path
+
+from ._data import make_data
+
+
+@pytest.mark.parametrize("est", [ConvexReLUClassifier(n_patterns=12, max_iter=400),
+                                 ConvexReLUClassifier(n_patterns=12, loss="logistic", max_iter=400),
+                                 ConvexReLURegressor(n_patterns=12, max_iter=400)],
+                         ids=["clf-squared", "clf-logistic", "reg"])
+def test_sklearn_estimator_checks(est):
+    check_estimator(est)
+
+
+def test_to_torch_equals_ours():
+    import torch
+    X, y = load_iris(return_X_y=True)
+    clf = ConvexReLUClassifier(beta=0.5, n_patterns=10, loss="logistic", random_state=0).fit(X, y)
+    net = clf.to_torch()
+    with torch.no_grad():
+        out = net(torch.from_numpy(X)).numpy()
+    assert out.dtype == np.float64
+    assert np.max(np.abs(out - clf.decision_function(X))) <= 1e-10
+    Xr, yr = make_data(50, 3, seed=0, kind="reg")
+    reg = ConvexReLURegressor(beta=0.1, n_patterns=8, random_state=0).fit(Xr * 10 + 3, yr * 5 - 2)
+    with torch.no_grad():
+        outr = reg.to_torch()(torch.from_numpy(Xr * 10 + 3)).numpy()[:, 0]
+    assert np.max(np.abs(outr - reg.predict(Xr * 10 + 3))) <= 1e-10
+
+
+def test_folded_network_matches_convex_model_on_training_data():
+    """Estimator output (original feature space) = the convex model F v on the standardised data."""
+    X, y = make_moons(80, noise=0.1, random_state=0)
+    clf = ConvexReLUClassifier(beta=0.05, n_patterns=20, random_state=0, tol=1e-6, max_iter=5000).fit(X, y)
+    res = clf.solver_results_[0]
+    pr = clf._problem
+    net = np.maximum(pr.X @ res.first_layer, 0) @ res.second_layer      # standardised space
+    assert np.max(np.abs(clf.decision_function(X) - net)) <= 1e-12 * np.abs(net).max()
+    conv = pr.predict_convex(res.v, res.w)
+    assert np.max(np.abs(net - conv)) <= 1e-3 * np.abs(conv).max()      # cones hold to the tolerance
+    assert clf.score(X, y) >= 0.97
+    assert clf.n_neurons_ == clf.first_layer_weights_.shape[1] == clf.second_layer_weights_.shape[0]
+
+
+def test_multiclass_ovr_shares_patterns_and_proba():
+    X, y = load_iris(return_X_y=True)
+    clf = ConvexReLUClassifier(beta=0.5, n_patterns=10, loss="logistic", random_state=0).fit(X, y)
+    assert clf.second_layer_weights_.shape[1] == 3
+    assert clf.score(X, y) >= 0.95
+    P = clf.predict_proba(X)
+    assert np.allclose(P.sum(axis=1), 1) and np.array_equal(np.argmax(P, 1), clf.predict(X))
+    # each neuron feeds exactly one class
+    assert np.all((clf.second_layer_weights_ != 0).sum(axis=1) <= 1)
+    sq = ConvexReLUClassifier(n_patterns=5)
+    assert not hasattr(sq, "predict_proba")
+
+
+def test_regressor_scales_targets():
+    Xr, yr = make_data(60, 3, seed=1, kind="reg")
+    a = ConvexReLURegressor(beta=0.1, n_patterns=8, random_state=0).fit(Xr, yr)
+    b = ConvexReLURegressor(beta=0.1, n_patterns=8, random_state=0).fit(Xr, 1000 * yr + 7)
+    assert np.allclose(1000 * a.predict(Xr) + 7, b.predict(Xr), rtol=1e-6, atol=1e-6 * 1000)
+    assert a.score(Xr, yr) > 0.8
+
+
+def test_warm_start_reuses_problem_and_state():
+    X, y = make_moons(60, noise=0.2, random_state=1)
+    clf = ConvexReLUClassifier(beta=1.0, n_patterns=10, warm_start=True, random_state=0).fit(X, y)
+    prob = clf._problem
+    n1 = clf.n_iter_
+    clf.set_params(beta=0.9).fit(X, y)
+    assert clf._problem is prob
+    cold = ConvexReLUClassifier(beta=0.9, n_patterns=10, random_state=0).fit(X, y)
+    assert clf.objective_[0] == pytest.approx(cold.objective_[0], rel=1e-3)
+    assert clf.n_iter_ < max(n1, cold.n_iter_)
+
+
+def test_beta_path_reuses_factorization():
+    X, y = make_data(40, 2, seed=2)
+    pr = TwoLayerReLU(X, y, 1.0, n_patterns=6, random_state=0)
+    betas = [0.1, 2.0, 0.5]
+    path = beta_path(pr, betas)
+    keys = [k for k in pr._cache if k[0] != "base"]
+    assert len(keys) == 1                               # one factorisation for the whole path
+    for b, r in zip(betas, path):
+        ref = numopt.minimize(pr.with_beta(b), method="admm")
+        assert r.fun == pytest.approx(ref.fun, rel=1e-4)
+    with pytest.raises(ValueError, match="betas"):
+        beta_path(pr, [-1.0])
+
+
+@pytest.mark.parametrize("params, exc", [({"beta": -1}, ValueError), ({"n_patterns": 0}, ValueError),
+                                         ({"solver": "sgd"}, ValueError), ({"loss": "hinge"}, ValueError),
+                                         ({"solver_options": 3}, TypeError), ({"max_iter": 0}, ValueError)])
+def test_bad_params(params, exc):
+    X, y = make_moons(20, random_state=0)
+    with pytest.raises(exc):
+        ConvexReLUClassifier(**params).fit(X, y)
+
+
+def test_bad_data():
+    X, y = make_moons(20, random_state=0)
+    with pytest.raises(ValueError):
+        ConvexReLUClassifier().fit(X, np.zeros(20))
+    with pytest.raises(ValueError):
+        ConvexReLUClassifier().fit(np.full((20, 2), np.nan), y)
+    clf = ConvexReLUClassifier(n_patterns=4).fit(X, y)
+    with pytest.raises(ValueError):
+        clf.predict(np.ones((3, 5)))
+
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+from hypothesis.extra.numpy import arrays  # noqa: E402
+
+
+@settings(max_examples=25, deadline=None)
+@given(X=arrays(np.float64, st.tuples(st.integers(4, 12), st.integers(1, 3)),
+                elements=st.floats(-1e3, 1e3, allow_nan=False)),
+       seed=st.integers(0, 50), loss=st.sampled_from(["squared", "logistic"]))
+def test_fuzz_classifier_fit_predict(X, seed, loss):
+    """Any finite data with two classes fits and predicts known labels with finite scores."""
+    y = np.arange(X.shape[0]) % 2
+    clf = ConvexReLUClassifier(n_patterns=4, loss=loss, max_iter=50, random_state=seed).fit(X, y)
+    pred = clf.predict(X)
+    assert set(pred) <= {0, 1}
+    f = clf.decision_function(X)
+    assert np.all(np.isfinite(f))

@@ -1,0 +1,125 @@
+"""Compiled kernels vs NumPy references (and the stacked operators F, G built densely)."""
+import numpy as np
+import pytest
+
+from numopt.relu import _kernels as K
+from numopt.relu._linsolve import USolver
+from numopt.problems import TwoLayerReLU
+
+from ._data import make_data
+
+
+@pytest.fixture
+def tiny():
+    rng = np.random.default_rng(0)
+    n, d, P = 7, 3, 4
+    X = rng.standard_normal((n, d))
+    D = (rng.standard_normal((n, P)) > 0).astype(float)
+    UZ = rng.standard_normal((d, 2 * P))
+    return X, D, UZ, rng
+
+
+def dense_F_G(X, D):
+    n, d = X.shape
+    P = D.shape[1]
+    M = np.hstack([D[:, [i]] * X for i in range(P)])
+    F = np.hstack([M, -M])
+    E = 2 * D - 1
+    blocks = [E[:, [i]] * X for i in range(P)] * 2
+    G = np.zeros((2 * n * P, 2 * d * P))
+    for b, B in enumerate(blocks):
+        G[b * n:(b + 1) * n, b * d:(b + 1) * d] = B
+    return F, G
+
+
+def test_masked_rowsum_is_F(tiny):
+    X, D, UZ, _ = tiny
+    F, _ = dense_F_G(X, D)
+    out = K.masked_rowsum(np.ascontiguousarray(X @ UZ), D)
+    assert np.allclose(out, F @ UZ.T.ravel(), atol=1e-13)
+
+
+def test_masked_rowsum_single_is_M(tiny):
+    X, D, UZ, _ = tiny
+    F, _ = dense_F_G(X, D)
+    A = UZ[:, :4]
+    out = K.masked_rowsum_single(np.ascontiguousarray(X @ A), D)
+    assert np.allclose(out, F[:, :12] @ A.T.ravel(), atol=1e-13)
+
+
+def test_masked_outer_is_Ft(tiny):
+    X, D, _, rng = tiny
+    F, _ = dense_F_G(X, D)
+    r = rng.standard_normal(7)
+    T = K.masked_outer(D, r, np.empty((7, 8)))
+    assert np.allclose((X.T @ T).T.ravel(), F.T @ r, atol=1e-13)
+
+
+def test_slack_dual_update(tiny):
+    X, D, UZ, rng = tiny
+    _, G = dense_F_G(X, D)
+    XA = np.ascontiguousarray(X @ UZ)
+    Nu = rng.standard_normal((7, 8))
+    Nu0 = Nu.copy()
+    Eb = np.tile(2 * D - 1, 2)
+    s_old = np.abs(rng.standard_normal((7, 8)))
+    ES = Eb * s_old
+    c, gam, alpha = 0.7, 0.9, 1.5
+    r2, g2, s2, nu2 = K.slack_dual_update(XA, D, Nu, ES, gam, c, alpha)
+    g = c * Eb * XA
+    gh = alpha * g + (1 - alpha) * s_old
+    s = np.maximum(gh + Nu0, 0)
+    assert np.allclose(Nu, Nu0 + gam * (gh - s))
+    assert np.allclose(ES, Eb * s)
+    assert np.isclose(r2, np.sum((g - s) ** 2)) and np.isclose(g2, np.sum(g * g)) and np.isclose(s2, np.sum(s * s))
+    # G u in the dense block layout (block b = column b of [U Z]) equals E o X [U Z] / c
+    Gu = (G @ UZ.T.ravel()).reshape(8, 7).T
+    assert np.allclose(c * Gu, g)
+
+
+def test_group_prox_dual_update(tiny):
+    _, _, UZ, rng = tiny
+    Lam = rng.standard_normal(UZ.shape)
+    V = rng.standard_normal(UZ.shape)
+    U0, L0, V0 = UZ.copy(), Lam.copy(), V.copy()
+    thr, alpha = 1.3, 1.7
+    r2, dv2, u2, v2, l2, vn = K.group_prox_dual_update(UZ, Lam, V, thr, 1.0, alpha)
+    Uh = alpha * U0 + (1 - alpha) * V0
+    Z = Uh + L0
+    nz = np.linalg.norm(Z, axis=0)
+    Vr = np.maximum(0, 1 - thr / nz) * Z
+    assert np.allclose(V, Vr) and np.allclose(Lam, L0 + Uh - Vr)
+    assert np.isclose(r2, np.sum((U0 - Vr) ** 2)) and np.isclose(dv2, np.sum((Vr - V0) ** 2))
+    assert np.isclose(vn, np.linalg.norm(Vr, axis=0).sum())
+
+
+def test_relu_features_and_soft_threshold(tiny):
+    X, _, UZ, rng = tiny
+    assert np.allclose(K.relu_features(X, UZ), np.maximum(X @ UZ, 0))
+    z = rng.standard_normal(9)
+    assert np.allclose(K.soft_threshold(z, 0.4, np.empty(9)), np.sign(z) * np.maximum(np.abs(z) - 0.4, 0))
+
+
+@pytest.mark.parametrize("c", [1.0, 0.3])
+def test_u_solver_paths_agree_with_dense_A(c):
+    """Decoupled Cholesky and Woodbury give the solution of the full A = I + G^T G + F^T F / rho."""
+    X, y = make_data(12, 2, seed=0)
+    pr = TwoLayerReLU(X, y, 1.0, n_patterns=5, random_state=0)
+    F, G = dense_F_G(pr.X, pr.Dmat)
+    rho = 0.7
+    A = np.eye(F.shape[1]) + c * c * G.T @ G + F.T @ F / rho
+    B = np.random.default_rng(1).standard_normal((pr.dim, 2 * pr.n_patterns_))
+    ref = np.linalg.solve(A, B.T.ravel()).reshape(-1, pr.dim).T
+    for path in ("cholesky", "woodbury"):
+        s = USolver(pr, rho, path, c)
+        u = s.solve(B)
+        assert np.allclose(u, ref, rtol=1e-10, atol=1e-12), path
+        assert np.allclose(s.apply_A(u), B, atol=1e-10)
+
+
+def test_show_options_lists_documented_options():
+    import numopt
+    text = numopt.show_options("admm", disp=False)
+    for opt in ("rho", "relaxation", "linear_solver", "adaptive_rho", "anderson", "Options"):
+        assert opt in text
+    assert "n_neurons" in numopt.show_options("scp", disp=False)
