@@ -3,3 +3,10 @@ preconditioners, Poisson test generators, and the Deep Conjugate Direction Metho
 from ._poisson import poisson
 
 __all__ = ["poisson"]
+
+# --- Deep Conjugate Direction Method (area dcdm) ---------------------------------------------------
+from ._dcdm import dcdm  # noqa: E402
+from ._dcdm_train import dcdm_train  # noqa: E402
+from ._scenes import plume_rhs, random_obstacles, random_scene  # noqa: E402
+
+__all__ += ["dcdm", "dcdm_train", "random_obstacles", "plume_rhs", "random_scene"]
