@@ -419,15 +419,24 @@ def main(argv=None):
     p.add_argument("--schedule", default="cosine", choices=["constant", "cosine"])
     p.add_argument("--time-limit", type=float, default=None, help="seconds of training")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--init", default=None, help="start from these weights (a .safetensors file)")
     p.add_argument("--out", required=True, help="output path without extension")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     t0 = time.time()
+    init, previous = None, None
+    if a.init is not None:
+        from ._dcdm_model import load_model
+        init = load_model(a.init)
+        prev_json = os.path.splitext(a.init)[0] + ".json"
+        if os.path.isfile(prev_json):
+            with open(prev_json) as fh:
+                previous = json.load(fh)
     model, hist = dcdm_train([(g,) * 3 for g in a.grid], None if a.obstacles == "none" else "random",
                              n_scenes=a.n_scenes, n_ritz=a.n_ritz, epochs=a.epochs,
                              steps_per_epoch=a.steps_per_epoch, batch_size=a.batch_size, lr=a.lr, arch=a.arch,
                              width=a.width, seed=a.seed, time_limit=a.time_limit, schedule=a.schedule, threads=a.threads,
-                             checkpoint=a.out + ".ckpt.safetensors", verbose=True)
+                             checkpoint=a.out + ".ckpt.safetensors", verbose=True, model=init)
     cmd = "python -m numopt.linalg._dcdm_train " + " ".join(sys.argv[1:] if argv is None else argv)
     meta = {"command": cmd, "seed": a.seed, "wall_time_s": round(time.time() - t0, 1),
             "setup_time_s": round(hist["setup_time"], 1), "train_time_s": round(hist["train_time"], 1),
@@ -436,6 +445,10 @@ def main(argv=None):
             "machine": platform.processor() or platform.machine(), "date_utc": time.strftime("%Y-%m-%dT%H:%MZ",
                                                                                           time.gmtime()),
             "config": model.config(), "train_loss": hist["train_loss"], "val_loss": hist["val_loss"]}
+    if previous is not None:  # a continuation: keep the whole recipe
+        meta["initialized_from"] = previous
+        meta["total_train_time_s"] = round(meta["train_time_s"] + previous.get("total_train_time_s",
+                                                                                previous.get("train_time_s", 0)), 1)
     save_model(model, a.out + ".safetensors", metadata={"command": cmd, "seed": a.seed})
     with open(a.out + ".json", "w") as fh:
         json.dump(meta, fh, indent=1)
