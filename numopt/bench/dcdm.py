@@ -18,9 +18,41 @@ import time
 import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as sla
+from numba import njit
 
 from ..linalg import random_scene
 from ..linalg._dcdm import solve_dcdm
+
+
+@njit(cache=True)
+def _ic0_factor(indptr, indices, data, n):  # row-oriented IC(0) on tril(A)'s pattern (sorted rows)
+    Lx = np.zeros(len(data))
+    diag_pos = np.empty(n, np.int64)
+    for i in range(n):
+        for p in range(indptr[i], indptr[i + 1]):
+            k = indices[p]
+            s = data[p]
+            if k < i:  # s -= sum_{j<k} L[i,j] L[k,j]: merge row i (before p) with row k (before its diagonal)
+                pi, pk = indptr[i], indptr[k]
+                while pi < p and pk < diag_pos[k]:
+                    ji, jk = indices[pi], indices[pk]
+                    if ji == jk:
+                        s -= Lx[pi] * Lx[pk]
+                        pi += 1
+                        pk += 1
+                    elif ji < jk:
+                        pi += 1
+                    else:
+                        pk += 1
+                Lx[p] = s / Lx[diag_pos[k]]
+            else:
+                for q in range(indptr[i], p):
+                    s -= Lx[q] * Lx[q]
+                if s <= 0:
+                    return Lx, False
+                Lx[p] = np.sqrt(s)
+                diag_pos[i] = p
+    return Lx, True
 
 
 def _ic0(A):
@@ -30,41 +62,9 @@ def _ic0(A):
         return ichol0(A)
     except ImportError:
         pass
-    from numba import njit
-
-    @njit(cache=True)
-    def factor(indptr, indices, data, n):  # row-oriented IC(0) on tril(A)'s pattern (sorted rows)
-        Lx = np.zeros(len(data))
-        diag_pos = np.empty(n, np.int64)
-        for i in range(n):
-            for p in range(indptr[i], indptr[i + 1]):
-                k = indices[p]
-                s = data[p]
-                if k < i:  # s -= sum_{j<k} L[i,j] L[k,j]: merge row i (before p) with row k (before its diagonal)
-                    pi, pk = indptr[i], indptr[k]
-                    while pi < p and pk < diag_pos[k]:
-                        ji, jk = indices[pi], indices[pk]
-                        if ji == jk:
-                            s -= Lx[pi] * Lx[pk]
-                            pi += 1
-                            pk += 1
-                        elif ji < jk:
-                            pi += 1
-                        else:
-                            pk += 1
-                    Lx[p] = s / Lx[diag_pos[k]]
-                else:
-                    for q in range(indptr[i], p):
-                        s -= Lx[q] * Lx[q]
-                    if s <= 0:
-                        return Lx, False
-                    Lx[p] = np.sqrt(s)
-                    diag_pos[i] = p
-        return Lx, True
-
     L = sp.tril(A, format="csr")
     L.sort_indices()
-    Lx, ok = factor(L.indptr.astype(np.int64), L.indices.astype(np.int64), L.data.astype(np.float64),
+    Lx, ok = _ic0_factor(L.indptr.astype(np.int64), L.indices.astype(np.int64), L.data.astype(np.float64),
                        A.shape[0])
     if not ok:
         raise ValueError("IC(0) broke down")
@@ -95,6 +95,8 @@ def run(sizes, rtols, seed=1000, device="cpu", amg=("rs", "sa"), model=None, net
     import pyamg
 
     rows = []
+    from ..linalg import poisson
+    _ic0(poisson((3, 3, 3)))  # compile outside the timings
     # DCDM cold start on a tiny scene: torch import + weights + first forward
     t = time.perf_counter()
     A0, b0, f0 = random_scene(8, random_state=seed)
@@ -111,7 +113,8 @@ def run(sizes, rtols, seed=1000, device="cpu", amg=("rs", "sa"), model=None, net
             t = time.perf_counter()
             ml = (pyamg.ruge_stuben_solver if kind == "rs" else pyamg.smoothed_aggregation_solver)(A.tocsr())
             Ms[kind] = (ml.aspreconditioner(cycle="V"), time.perf_counter() - t)
-        for rtol in rtols:
+        dcdm_run = None
+        for rtol in sorted(rtols, reverse=True):
             base = {"grid": f"{N}^3", "n": A.shape[0], "rtol": rtol}
             out = []
             x, info, it, dt = _scipy_cg(A, b, rtol)
@@ -124,13 +127,20 @@ def run(sizes, rtols, seed=1000, device="cpu", amg=("rs", "sa"), model=None, net
                 x, info, it, dt = _scipy_cg(A, b, rtol, M=M)
                 out.append(dict(method=f"{kind.upper()}-AMG-PCG", iters=it, net_calls=0, setup_s=t_amg, solve_s=dt,
                                 ok=info == 0, relres=np.linalg.norm(b - A @ x) / nb))
-            t = time.perf_counter()
-            res = solve_dcdm(A, b, None, rtol=rtol, fluid_mask=fluid, device=device, model=model,
-                             net_dtype=net_dtype)
-            dt = time.perf_counter() - t
-            out.append(dict(method=f"DCDM ({device})", iters=res.nit, net_calls=res.n_network_calls, setup_s=0.0,
-                            solve_s=dt, ok=bool(res.success), relres=np.linalg.norm(b - A @ res.x) / nb,
-                            net_s=res.network_time, fallbacks=res.n_fallback))
+            # DCDM runs once, to the smallest rtol; the iterates do not depend on rtol, so the count and time
+            # to a larger rtol are read off the same run's residual history
+            if dcdm_run is None:
+                res = solve_dcdm(A, b, None, rtol=min(rtols), fluid_mask=fluid, device=device, model=model,
+                                 net_dtype=net_dtype)
+                dcdm_run = res
+            res = dcdm_run
+            hist = res.history["residual_norm"]
+            hit = np.flatnonzero(hist <= rtol * nb)
+            k = int(hit[0]) if len(hit) else len(hist) - 1
+            frac = (k + 1) / max(res.nit, 1)
+            out.append(dict(method=f"DCDM ({device})", iters=k + 1, net_calls=k + 1, setup_s=0.0,
+                            solve_s=float(res.history["time"][k]), ok=bool(len(hit)), relres=hist[k] / nb,
+                            net_s=res.network_time * frac, fallbacks=int(np.sum(~res.history["network"][:k + 1]))))
             cg_it = out[0]["iters"]
             for r in out:
                 r["total_s"] = r["setup_s"] + r["solve_s"]

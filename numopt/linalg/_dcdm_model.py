@@ -119,7 +119,11 @@ class DCDMNet(nn.Module):
         a = F.relu(self.full_in(self.c0(x)))
         a = self._blocks(a, self.full_res)
         s = F.relu(self.full_out(a))
-        h = self._blocks(F.avg_pool3d(s, 2), self.half_res)
+        if s.dtype in (torch.bfloat16, torch.float16) and s.device.type == "cpu":  # no 16-bit CPU avg_pool3d
+            h = F.avg_pool3d(s.float(), 2).to(s.dtype)
+        else:
+            h = F.avg_pool3d(s, 2)
+        h = self._blocks(h, self.half_res)
         u = F.interpolate(h, scale_factor=2, mode="nearest") + s
         u = self._blocks(u, self.up_res)
         y = self.out(u)

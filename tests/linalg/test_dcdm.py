@@ -392,3 +392,14 @@ def test_no_grid_falls_back_to_identity_with_warning(p16):
     with pytest.warns(UserWarning, match="identity"):
         res = numopt.solve(A, b, method="dcdm", rtol=1e-6)
     assert res.success and res.model == "identity"
+
+
+def test_no_grid_with_m_is_pcg(p16):
+    A, b = p16
+    ml = pyamg.ruge_stuben_solver(A.tocsr())
+    M = ml.aspreconditioner(cycle="V")
+    _, _, nit = cg_count(A, b, rtol=1e-8, M=M)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        res = numopt.solve(A, b, method="dcdm", rtol=1e-8, M=M)
+    assert res.success and res.model == "M" and res.nit == nit

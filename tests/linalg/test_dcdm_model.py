@@ -170,3 +170,10 @@ def test_torch_module_as_model():
     assert info == 0
     with pytest.raises(ValueError, match="grid_shape"):
         dcdm(A, b, model=net)
+
+
+@pytest.mark.parametrize("net_dtype", ["bfloat16", "float16"])
+def test_low_precision_network_fp64_krylov(net_dtype):
+    A, b, fluid = random_scene(12, random_state=21)
+    x, info = dcdm(A, b, rtol=1e-8, fluid_mask=fluid, net_dtype=net_dtype)
+    assert info == 0 and np.linalg.norm(b - A @ x) <= 1e-8 * np.linalg.norm(b)
