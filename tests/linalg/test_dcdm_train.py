@@ -205,3 +205,22 @@ def test_plume_rhs_and_scene():
         plume_rhs(8, np.zeros((8, 8, 9), dtype=bool))
     with pytest.raises(ValueError, match="shape"):
         plume_rhs((8, 8))
+
+
+def test_cli_writes_weights_and_recipe(tmp_path, capsys):
+    import json
+
+    from numopt.linalg._dcdm_model import load_model
+    from numopt.linalg._dcdm_train import main
+
+    out = str(tmp_path / "w")
+    main(["--grid", "8", "--n-scenes", "1", "--n-ritz", "20", "--epochs", "2", "--steps-per-epoch", "2",
+          "--batch-size", "2", "--width", "2", "--seed", "3", "--threads", "1", "--out", out])
+    meta = json.load(open(out + ".json"))
+    assert meta["seed"] == 3 and meta["steps"] == 4 and "--n-ritz 20" in meta["command"]
+    assert load_model(out + ".safetensors").width == 2
+    # continuing from those weights keeps the recipe chain
+    main(["--grid", "8", "--n-scenes", "1", "--n-ritz", "20", "--epochs", "1", "--steps-per-epoch", "1",
+          "--batch-size", "2", "--width", "2", "--threads", "1", "--init", out + ".safetensors", "--out", out + "2"])
+    meta2 = json.load(open(out + "2.json"))
+    assert meta2["initialized_from"]["seed"] == 3
