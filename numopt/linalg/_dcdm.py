@@ -260,7 +260,9 @@ def solve_dcdm(A, b, x0, *, rtol=1e-5, atol=0.0, maxiter=None, M=None, callback=
     fluid_mask : bool array of ``grid_shape``
         When A has rows only for the fluid cells: ``True`` where a cell is an unknown.
     n_directions : int
-        Number ``k`` of stored directions (2 in the paper).
+        Number ``k`` of stored directions (2 in the paper). A nonlinear network loses CG's global
+        conjugacy; a longer window recovers part of it (measured with the shipped weights at 64³:
+        136 iterations with k = 2, 85 with k = 8, 75 with k = 16 to 1e-6).
     tol_mode : {"b", "r0"}
     true_residual : bool
         Recompute :math:`r = b - Ax` every iteration (the paper; one extra SpMV) instead of
