@@ -253,8 +253,9 @@ def solve_dcdm(A, b, x0, *, rtol=1e-5, atol=0.0, maxiter=None, M=None, callback=
     -------
     model : None, "pretrained", "identity", "jacobi", path, torch.nn.Module, LinearOperator or callable
         The direction generator :math:`f`. ``None``: the shipped CNN when ``grid_shape``/``fluid_mask`` is
-        given, else ``M`` when given (PCG), else the identity (CG, with a warning). A path loads ``.safetensors`` (or a weights-only
-        ``.pt``); a torch module is run on the grid; a callable/operator gets flat fp64 vectors.
+        given, else ``M`` when given (PCG), else the identity (CG, with a warning). A path loads
+        ``.safetensors`` (or a weights-only ``.pt``); a torch module is run on the grid; a callable or
+        operator gets flat fp64 vectors.
     grid_shape : tuple of 3 ints
         Grid of the unknowns (C order). Required for a CNN.
     fluid_mask : bool array of ``grid_shape``

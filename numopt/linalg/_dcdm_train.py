@@ -435,7 +435,8 @@ def main(argv=None):
     model, hist = dcdm_train([(g,) * 3 for g in a.grid], None if a.obstacles == "none" else "random",
                              n_scenes=a.n_scenes, n_ritz=a.n_ritz, epochs=a.epochs,
                              steps_per_epoch=a.steps_per_epoch, batch_size=a.batch_size, lr=a.lr, arch=a.arch,
-                             width=a.width, seed=a.seed, time_limit=a.time_limit, schedule=a.schedule, threads=a.threads,
+                             width=a.width, seed=a.seed, time_limit=a.time_limit, schedule=a.schedule,
+                             threads=a.threads,
                              checkpoint=a.out + ".ckpt.safetensors", verbose=True, model=init)
     cmd = "python -m numopt.linalg._dcdm_train " + " ".join(sys.argv[1:] if argv is None else argv)
     meta = {"command": cmd, "seed": a.seed, "wall_time_s": round(time.time() - t0, 1),
