@@ -60,17 +60,24 @@ def clip_rows(Q, mu):
 def gram_distance(U1, V1, U2, V2):
     r"""``(d2, x2)``: :math:`\|U_1V_1^T - U_2V_2^T\|_F^2` and :math:`\|U_2V_2^T\|_F^2` in O((m+n)k^2).
 
-    :math:`U_1V_1^T - U_2V_2^T = [U_1, -U_2][V_1, V_2]^T`; with thin QRs :math:`Q_aR_a` and
-    :math:`Q_bR_b` of the two stacked factors the norm is :math:`\|R_aR_b^T\|_F`. Unlike the expanded
-    trace formula this does not cancel, so it resolves relative distances far below 1e-8, and it never
-    forms an m x n array.
+    First the trace formula :math:`\mathrm{tr}(U_1^TU_1V_1^TV_1) - 2\mathrm{tr}(U_1^TU_2V_2^TV_1) +
+    \mathrm{tr}(U_2^TU_2V_2^TV_2)` (k x k Grams). It cancels catastrophically when the distance is small,
+    so below a relative 1e-5 the distance is recomputed stably: :math:`U_1V_1^T - U_2V_2^T =
+    [U_1, -U_2][V_1, V_2]^T` and, with thin QRs, the norm is :math:`\|R_aR_b^T\|_F` (resolves relative
+    distances down to rounding). Never forms an m x n array.
     """
     U1, V1, U2, V2 = (np.asarray(a, dtype=np.float64) for a in (U1, V1, U2, V2))
+    G1, G2 = U1.T @ U1, V1.T @ V1
+    H1, H2 = U2.T @ U2, V2.T @ V2
+    a = float(np.sum(G1 * G2))
+    c = float(np.sum(H1 * H2))
+    b = float(np.sum((U1.T @ U2) * (V1.T @ V2)))
+    d2 = a - 2.0 * b + c
+    if d2 > 1e-10 * max(a, c):
+        return d2, max(c, 0.0)
     Ra = np.linalg.qr(np.hstack([U1, -U2]), mode="r")
     Rb = np.linalg.qr(np.hstack([V1, V2]), mode="r")
-    d2 = float(np.sum((Ra @ Rb.T) ** 2))
-    x2 = float(np.sum((np.linalg.qr(U2, mode="r") @ np.linalg.qr(V2, mode="r").T) ** 2))
-    return d2, x2
+    return float(np.sum((Ra @ Rb.T) ** 2)), max(c, 0.0)
 
 
 def balance_factors(U, V):
@@ -269,11 +276,21 @@ def minimize_altmin(problem, x0=None, *, callback=None, solver="auto", init="svd
     if mu is not None:
         mu = check_positive(mu, "mu")
     rng = check_random_state(random_state)
+
+    with _threads(workers):
+        return _altmin(problem, x0, callback, solver, init, clip, mu, sample_split, reg_scaling, center, maxiter,
+                       tol, xtol, atol, inner_tol, cg_steps, sketch_size, sketch_nnz, n_power_iter, rng, verbose,
+                       progress)
+
+
+def _altmin(problem, x0, callback, solver, init, clip, mu, sample_split, reg_scaling, center, maxiter, tol, xtol,
+            atol, inner_tol, cg_steps, sketch_size, sketch_nnz, n_power_iter, rng, verbose, progress):
+    m, n = problem.shape
+    k = problem.rank
     seed = int(rng.integers(0, 2**62))
     lam = problem.reg
     dtype = problem.dtype
     nnz = problem.nnz
-
     mon = Monitor("altmin", callback=callback, verbose=verbose, progress=progress, maxiter=maxiter)
     t_init = time.perf_counter()
 
@@ -353,60 +370,59 @@ def minimize_altmin(problem, x0=None, *, callback=None, solver="auto", init="svd
     n_cold_rows = int(np.count_nonzero(problem.row_counts == 0))
     n_cold_cols = int(np.count_nonzero(problem.col_counts == 0))
     k2_dense = 0
-    with _threads(workers):
-        for it in range(maxiter):
-            t0 = time.perf_counter()
-            # V-step: columns against the fixed U
-            U, sv = half_step(2 * it + 1, False, U, V, warm_v)
-            V = sv.rows
-            warm_v = True
-            # U-step: rows against the fixed V
-            V, su = half_step(2 * it + 2, True, V, U, True)
-            U = su.rows
-            # objective and metrics on all of Omega (one pass)
-            res_sq = K.row_residual_sq(csr_ip, csr_ix, csr_val, U, V)
-            sse = float(np.sum(res_sq))
-            f = 0.5 * sse
-            if lam > 0:
-                cu = problem.row_counts if reg_scaling == "count" else 1.0
-                cv = problem.col_counts if reg_scaling == "count" else 1.0
-                f += 0.5 * lam * (float(np.sum(cu * np.sum(U.astype(np.float64) ** 2, axis=1)))
-                                  + float(np.sum(cv * np.sum(V.astype(np.float64) ** 2, axis=1))))
-            rmse = np.sqrt(sse / nnz)
-            rel_res = np.sqrt(sse) / ref_norm
-            if U_prev is not None:
-                d2, x2 = gram_distance(U, V, U_prev, V_prev)
-                rel_change = np.sqrt(d2 / x2) if x2 > 0 else np.inf
-            else:
-                rel_change = np.inf
-            U_prev, V_prev = U, V
-            work = int(sv.work.sum() + su.work.sum()) + nnz * k            # row solves + the residual pass
-            dense = (m + n) * k * k * (4 if lam == 0.0 else 0) + 6 * (m + n) * k * k   # QRs and Gram formula
-            k2_dense = dense
-            fields = dict(fun=f, rmse=rmse, rel_residual=rel_res, rel_change=rel_change,
-                          passes=(work + dense) / (nnz * k), row_passes=work / (nnz * k),
-                          inner_steps=float(np.mean(np.concatenate([sv.inner_steps, su.inner_steps]))))
-            if history_rel_error:
-                Ut, Vt = problem.truth
-                d2, x2 = gram_distance(U, V, Ut, Vt)
-                fields["rel_error"] = np.sqrt(d2 / x2) if x2 > 0 else np.sqrt(d2)
-            fields["iter_time"] = time.perf_counter() - t0
-            n_rank_def = sv.n_rank_deficient + su.n_rank_deficient
-            if mon.step(np.concatenate([U.ravel(), V.ravel()]), **fields):
-                break
-            if not np.isfinite(f):
-                message = "Numerical breakdown: the objective is not finite."
-                break
-            if rel_res <= atol:
-                converged, message = True, f"Relative residual {rel_res:.3e} <= atol."
-                break
-            if rel_change <= xtol:
-                converged, message = True, f"Relative change of X {rel_change:.3e} <= xtol."
-                break
-            if abs(f_prev - f) <= tol * max(f, np.finfo(float).tiny):
-                converged, message = True, f"Relative change of f {abs(f_prev - f) / max(f, 1e-300):.3e} <= tol."
-                break
-            f_prev = f
+    for it in range(maxiter):
+        t0 = time.perf_counter()
+        # V-step: columns against the fixed U
+        U, sv = half_step(2 * it + 1, False, U, V, warm_v)
+        V = sv.rows
+        warm_v = True
+        # U-step: rows against the fixed V
+        V, su = half_step(2 * it + 2, True, V, U, True)
+        U = su.rows
+        # objective and metrics on all of Omega (one pass)
+        res_sq = K.row_residual_sq(csr_ip, csr_ix, csr_val, U, V)
+        sse = float(np.sum(res_sq))
+        f = 0.5 * sse
+        if lam > 0:
+            cu = problem.row_counts if reg_scaling == "count" else 1.0
+            cv = problem.col_counts if reg_scaling == "count" else 1.0
+            f += 0.5 * lam * (float(np.sum(cu * np.sum(U.astype(np.float64) ** 2, axis=1)))
+                              + float(np.sum(cv * np.sum(V.astype(np.float64) ** 2, axis=1))))
+        rmse = np.sqrt(sse / nnz)
+        rel_res = np.sqrt(sse) / ref_norm
+        if U_prev is not None:
+            d2, x2 = gram_distance(U, V, U_prev, V_prev)
+            rel_change = np.sqrt(d2 / x2) if x2 > 0 else np.inf
+        else:
+            rel_change = np.inf
+        U_prev, V_prev = U, V
+        work = int(sv.work.sum() + su.work.sum()) + nnz * k            # row solves + the residual pass
+        dense = (m + n) * k * k * (4 if lam == 0.0 else 0) + 3 * (m + n) * k * k   # QRs and Gram formula
+        k2_dense = dense
+        fields = dict(fun=f, rmse=rmse, rel_residual=rel_res, rel_change=rel_change,
+                      passes=(work + dense) / (nnz * k), row_passes=work / (nnz * k),
+                      inner_steps=float(np.mean(np.concatenate([sv.inner_steps, su.inner_steps]))))
+        if history_rel_error:
+            Ut, Vt = problem.truth
+            d2, x2 = gram_distance(U, V, Ut, Vt)
+            fields["rel_error"] = np.sqrt(d2 / x2) if x2 > 0 else np.sqrt(d2)
+        fields["iter_time"] = time.perf_counter() - t0
+        n_rank_def = sv.n_rank_deficient + su.n_rank_deficient
+        if mon.step(np.concatenate([U.ravel(), V.ravel()]), **fields):
+            break
+        if not np.isfinite(f):
+            message = "Numerical breakdown: the objective is not finite."
+            break
+        if rel_res <= atol:
+            converged, message = True, f"Relative residual {rel_res:.3e} <= atol."
+            break
+        if rel_change <= xtol:
+            converged, message = True, f"Relative change of X {rel_change:.3e} <= xtol."
+            break
+        if abs(f_prev - f) <= tol * max(f, np.finfo(float).tiny):
+            converged, message = True, f"Relative change of f {abs(f_prev - f) / max(f, 1e-300):.3e} <= tol."
+            break
+        f_prev = f
     used = np.concatenate([sv.used, su.used])
     solver_counts = {USED_NAMES[c]: int(np.count_nonzero(used == c)) for c in np.unique(used)}
     if lam == 0.0:

@@ -30,6 +30,32 @@ RANK_DEFICIENT = 2
 
 _CHUNK = 64     # rows per parallel task (workspace is allocated once per task)
 
+# Only FMA contraction, never reassociation: vectorized reductions made results depend on the
+# workspace addresses (measured: repeated calls differed in the last bit). The row solvers instead keep
+# both layouts of the gathered design and run every product as an axpy over the contiguous axis.
+_FM = {"contract"}
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _dot(A, t, B, j, k):
+    """A[t, :k] . B[j, :k] in float64 with 8 fixed-order partial sums."""
+    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = 0.0
+    a = 0
+    while a + 8 <= k:
+        s0 += np.float64(A[t, a]) * B[j, a]
+        s1 += np.float64(A[t, a + 1]) * B[j, a + 1]
+        s2 += np.float64(A[t, a + 2]) * B[j, a + 2]
+        s3 += np.float64(A[t, a + 3]) * B[j, a + 3]
+        s4 += np.float64(A[t, a + 4]) * B[j, a + 4]
+        s5 += np.float64(A[t, a + 5]) * B[j, a + 5]
+        s6 += np.float64(A[t, a + 6]) * B[j, a + 6]
+        s7 += np.float64(A[t, a + 7]) * B[j, a + 7]
+        a += 8
+    while a < k:
+        s0 += np.float64(A[t, a]) * B[j, a]
+        a += 1
+    return ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
+
 
 @njit(cache=True, nogil=True)
 def splitmix64(x):
@@ -54,7 +80,7 @@ def split_labels(rows, cols, n, seed, nparts):
 # --------------------------------------------------------------------------------------------------
 # small dense helpers (k x k), all in float64 workspaces
 # --------------------------------------------------------------------------------------------------
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, fastmath=_FM)
 def _cholesky_inplace(G, k, rel_pivot):
     """Lower Cholesky factor of G[:k, :k] in place; False when a pivot is <= rel_pivot * max diag."""
     dmax = 0.0
@@ -80,7 +106,7 @@ def _cholesky_inplace(G, k, rel_pivot):
     return True
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, fastmath=_FM)
 def _chol_solve(L, x, k):
     """Solve (L L^T) y = x in place, L lower (as left by _cholesky_inplace)."""
     for i in range(k):
@@ -95,7 +121,7 @@ def _chol_solve(L, x, k):
         x[i] = t / L[i, i]
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, fastmath=_FM)
 def _gram(indptr, indices, F, values, row, k, G, rhs):
     """G = A^T A (lower triangle filled, mirrored) and rhs = A^T b for one row; returns N*k^2/2 + N*k."""
     for a in range(k):
@@ -153,7 +179,7 @@ def _shifted_cholesky(G, rhs, x, k, sigma, L):
     return RANK_DEFICIENT
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, fastmath=_FM)
 def _householder_qr(B, nr, k, R, rel):
     """Householder QR of B[:nr, :k] in place (reflectors kept in B); R gets the k x k factor.
 
@@ -201,7 +227,7 @@ def _householder_qr(B, nr, k, R, rel):
     return True
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, fastmath=_FM)
 def _apply_qt(B, nr, k, y):
     """y[:nr] <- Q^T y[:nr] with the unit reflectors stored in B by _householder_qr."""
     for j in range(k):
@@ -236,61 +262,81 @@ def _upper_t_solve(R, x, k):
 # --------------------------------------------------------------------------------------------------
 # the row solvers
 # --------------------------------------------------------------------------------------------------
-@njit(cache=True, nogil=True)
-def _gather(indptr, indices, F, values, row, k, A, b):
-    """Copy the fixed-factor rows of one row's observations into a contiguous workspace."""
+@njit(cache=True, nogil=True, fastmath=_FM)
+def _gather(indptr, indices, F, values, row, k, A, At, b):
+    """Copy the fixed-factor rows of one row's observations into contiguous workspaces, in both
+    layouts: ``A`` (N x k) and ``At`` (k x N). Products with A then run as axpys over the contiguous
+    axis, which vectorize without reassociating any sum (so results do not depend on memory layout)."""
     start = indptr[row]
     nn = indptr[row + 1] - start
     for t in range(nn):
         f = F[indices[start + t]]
         for a in range(k):
             A[t, a] = f[a]
+            At[a, t] = f[a]
         b[t] = values[start + t]
     return nn
 
 
-@njit(cache=True, nogil=True)
-def _normal_residual(A, b, nn, k, sigma, x, r, rhs):
+@njit(cache=True, nogil=True, fastmath=_FM)
+def _apply(At, nn, k, x, y):
+    """y[:nn] = A x (axpys over the rows of At)."""
+    for t in range(nn):
+        y[t] = 0.0
+    for a in range(k):
+        xa = x[a]
+        for t in range(nn):
+            y[t] += At[a, t] * xa
+
+
+@njit(cache=True, nogil=True, fastmath=_FM)
+def _apply_t(A, nn, k, y, q):
+    """q += A^T y[:nn] (axpys over the rows of A)."""
+    for t in range(nn):
+        yt = y[t]
+        for a in range(k):
+            q[a] += yt * A[t, a]
+
+
+@njit(cache=True, nogil=True, fastmath=_FM)
+def _normal_residual(A, At, b, nn, k, sigma, x, r, rhs, y):
     """r = A^T (b - A x) - sigma x and rhs = A^T b; returns ||A x - b||^2 (float64)."""
+    _apply(At, nn, k, x, y)
+    fres = 0.0
+    for t in range(nn):
+        d = b[t] - y[t]
+        y[t] = d
+        fres += d * d
     for a in range(k):
         r[a] = -sigma * x[a]
         rhs[a] = 0.0
-    fres = 0.0
-    for t in range(nn):
-        s = 0.0
-        for a in range(k):
-            s += A[t, a] * x[a]
-        d = b[t] - s
-        fres += d * d
+    for t in range(nn):                 # r += A^T y and rhs += A^T b in one sweep over A
+        yt = y[t]
         bt = b[t]
         for a in range(k):
-            r[a] += d * A[t, a]
+            r[a] += yt * A[t, a]
             rhs[a] += bt * A[t, a]
     return fres
 
 
-@njit(cache=True, nogil=True)
-def _normal_matvec(A, nn, k, sigma, p, q, tmp):
+@njit(cache=True, nogil=True, fastmath=_FM)
+def _normal_matvec(A, At, nn, k, sigma, p, q, y):
     """q = (A^T A + sigma I) p without forming A^T A (2 N k FMAs)."""
+    _apply(At, nn, k, p, y)
     for a in range(k):
         q[a] = sigma * p[a]
-    for t in range(nn):
-        s = 0.0
-        for a in range(k):
-            s += A[t, a] * p[a]
-        for a in range(k):
-            q[a] += s * A[t, a]
+    _apply_t(A, nn, k, y, q)
 
 
-@njit(cache=True, nogil=True)
-def _cg_row(A, b, nn, k, sigma, x, tol, maxit, Rp, use_prec, r, z, p, q, rhs, tmp):
+@njit(cache=True, nogil=True, fastmath=_FM)
+def _cg_row(A, At, b, nn, k, sigma, x, tol, maxit, Rp, use_prec, r, z, p, q, rhs, y):
     """(Preconditioned) CG on (A^T A + sigma I) x = A^T b from the given x.
 
     With ``use_prec`` the preconditioner is (R^T R)^{-1} (R from the QR of the sketch): this is CGLS
     on min ||A R^{-1} y - b|| in the x variable. Stops when ||r|| <= tol * ||A^T b|| or after ``maxit``
     steps. Returns (steps, FMAs).
     """
-    _normal_residual(A, b, nn, k, sigma, x, r, rhs)
+    _normal_residual(A, At, b, nn, k, sigma, x, r, rhs, y)
     work = 3 * nn * k
     bn = 0.0
     rn = 0.0
@@ -312,7 +358,7 @@ def _cg_row(A, b, nn, k, sigma, x, tol, maxit, Rp, use_prec, r, z, p, q, rhs, tm
         rz += r[a] * z[a]
     steps = 0
     while steps < maxit:
-        _normal_matvec(A, nn, k, sigma, p, q, tmp)
+        _normal_matvec(A, At, nn, k, sigma, p, q, y)
         work += 2 * nn * k
         steps += 1
         pq = 0.0
@@ -346,15 +392,13 @@ def _cg_row(A, b, nn, k, sigma, x, tol, maxit, Rp, use_prec, r, z, p, q, rhs, tm
     return steps, work
 
 
-@njit(cache=True, nogil=True)
-def _ridge_objective(A, b, nn, k, sigma, x):
+@njit(cache=True, nogil=True, fastmath=_FM)
+def _ridge_objective(At, b, nn, k, sigma, x, y):
     """||A x - b||^2 + sigma ||x||^2 (float64)."""
+    _apply(At, nn, k, x, y)
     f = 0.0
     for t in range(nn):
-        s = 0.0
-        for a in range(k):
-            s += A[t, a] * x[a]
-        d = s - b[t]
+        d = y[t] - b[t]
         f += d * d
     for a in range(k):
         f += sigma * x[a] * x[a]
@@ -389,9 +433,9 @@ def _qr_row(A, b, nn, k, sigma, x, B, y, R):
     return True, work
 
 
-@njit(cache=True, nogil=True)
-def _sketch_row(A, b, nn, k, sigma, x, s, zeta, rowseed, tol, maxit, SA, Sb, R, xs,
-                r, z, p, q, rhs, tmp, have_warm):
+@njit(cache=True, nogil=True, fastmath=_FM)
+def _sketch_row(A, At, b, nn, k, sigma, x, s, zeta, rowseed, tol, maxit, SA, Sb, R, xs,
+                r, z, p, q, rhs, yv, have_warm):
     """Sketch-preconditioned CG for one row (N > s): sparse sign embedding S (s x N, zeta nonzeros
     per column), R from QR([S A; sqrt(sigma) I]), start from the better of the warm start and the
     sketch-and-solve point, then CG preconditioned by (R^T R)^{-1}.
@@ -430,10 +474,10 @@ def _sketch_row(A, b, nn, k, sigma, x, s, zeta, rowseed, tol, maxit, SA, Sb, R, 
     for a in range(k):
         xs[a] = Sb[a]
     _upper_solve(R, xs, k)
-    fs = _ridge_objective(A, b, nn, k, sigma, xs)
+    fs = _ridge_objective(At, b, nn, k, sigma, xs, yv)
     work += nn * k
     if have_warm:
-        fw = _ridge_objective(A, b, nn, k, sigma, x)
+        fw = _ridge_objective(At, b, nn, k, sigma, x, yv)
         work += nn * k
         if fs < fw:
             for a in range(k):
@@ -441,11 +485,11 @@ def _sketch_row(A, b, nn, k, sigma, x, s, zeta, rowseed, tol, maxit, SA, Sb, R, 
     else:
         for a in range(k):
             x[a] = xs[a]
-    steps, w = _cg_row(A, b, nn, k, sigma, x, tol, maxit, R, True, r, z, p, q, rhs, tmp)
+    steps, w = _cg_row(A, At, b, nn, k, sigma, x, tol, maxit, R, True, r, z, p, q, rhs, yv)
     return True, steps, work + w
 
 
-@njit(cache=True, nogil=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True, fastmath=_FM)
 def solve_rows_kernel(indptr, indices, values, F, out, use_warm, lam, count_scaling, solver, tol,
                       cg_steps, sketch_steps, sketch_size, zeta, seed, row_offset,
                       status, used, steps_out, work_out):
@@ -467,6 +511,8 @@ def solve_rows_kernel(indptr, indices, values, F, out, use_warm, lam, count_scal
             if d > maxdeg:
                 maxdeg = d
         A = np.empty((maxdeg, k), dtype=np.float64)
+        At = np.empty((k, maxdeg), dtype=np.float64)
+        yv = np.empty(maxdeg, dtype=np.float64)
         b = np.empty(maxdeg + k, dtype=np.float64)
         B = np.empty((s_sk + k, k), dtype=np.float64)
         y = np.empty(s_sk + k, dtype=np.float64)
@@ -482,7 +528,6 @@ def solve_rows_kernel(indptr, indices, values, F, out, use_warm, lam, count_scal
         p = np.empty(k, dtype=np.float64)
         q = np.empty(k, dtype=np.float64)
         rhs = np.empty(k, dtype=np.float64)
-        tmp = np.empty(k, dtype=np.float64)
         for i in range(ch * _CHUNK, min(nrows, (ch + 1) * _CHUNK)):
             nn = indptr[i + 1] - indptr[i]
             steps_out[i] = 0
@@ -519,7 +564,7 @@ def solve_rows_kernel(indptr, indices, values, F, out, use_warm, lam, count_scal
                 if st2 != OK:
                     st = RANK_DEFICIENT
             else:
-                _gather(indptr, indices, F, values, i, k, A, b)
+                _gather(indptr, indices, F, values, i, k, A, At, b)
                 if use_warm:
                     for a in range(k):
                         x[a] = out[i, a]
@@ -527,15 +572,15 @@ def solve_rows_kernel(indptr, indices, values, F, out, use_warm, lam, count_scal
                     for a in range(k):
                         x[a] = 0.0
                 if code == CG:
-                    ns, work = _cg_row(A, b, nn, k, sigma, x, tol, cg_steps, R, False,
-                                       r, z, p, q, rhs, tmp)
+                    ns, work = _cg_row(A, At, b, nn, k, sigma, x, tol, cg_steps, R, False,
+                                       r, z, p, q, rhs, yv)
                     steps_out[i] = ns
                 else:
                     ok = False
                     if nn > s_sk:
                         rowseed = splitmix64(np.uint64(seed) ^ splitmix64(np.uint64(row_offset + i)))
-                        ok, ns, work = _sketch_row(A, b, nn, k, sigma, x, s_sk, zeta, rowseed, tol,
-                                                   sketch_steps, SA, Sb, R, xs, r, z, p, q, rhs, tmp,
+                        ok, ns, work = _sketch_row(A, At, b, nn, k, sigma, x, s_sk, zeta, rowseed, tol,
+                                                   sketch_steps, SA, Sb, R, xs, r, z, p, q, rhs, yv,
                                                    use_warm)
                         steps_out[i] = ns
                     else:
@@ -555,7 +600,7 @@ def solve_rows_kernel(indptr, indices, values, F, out, use_warm, lam, count_scal
             work_out[i] = work
 
 
-@njit(cache=True, nogil=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True, fastmath=_FM)
 def row_residual_sq(indptr, indices, values, U, V):
     """Per-row sums of squared residuals (u_i . v_j - M_ij)^2 over a CSR block (float64)."""
     nrows = indptr.shape[0] - 1
@@ -563,29 +608,19 @@ def row_residual_sq(indptr, indices, values, U, V):
     out = np.empty(nrows, dtype=np.float64)
     for i in prange(nrows):
         acc = 0.0
-        u = U[i]
         for e in range(indptr[i], indptr[i + 1]):
-            v = V[indices[e]]
-            s = 0.0
-            for a in range(k):
-                s += np.float64(u[a]) * v[a]
-            d = s - values[e]
+            d = _dot(U, i, V, indices[e], k) - values[e]
             acc += d * d
         out[i] = acc
     return out
 
 
-@njit(cache=True, nogil=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True, fastmath=_FM)
 def predict_entries(rows, cols, U, V):
     """u_{rows[e]} . v_{cols[e]} for every e (float64)."""
     nnz = rows.shape[0]
     k = U.shape[1]
     out = np.empty(nnz, dtype=np.float64)
     for e in prange(nnz):
-        u = U[rows[e]]
-        v = V[cols[e]]
-        s = 0.0
-        for a in range(k):
-            s += np.float64(u[a]) * v[a]
-        out[e] = s
+        out[e] = _dot(U, rows[e], V, cols[e], k)
     return out
