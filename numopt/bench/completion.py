@@ -15,6 +15,9 @@ observed entries, scored on held-out entries:
 - ``fancyimpute SoftImpute`` (0.7.0, if installed; dense NaN input, truncated SVD with ``max_rank=k``).
   fancyimpute 0.7.0 calls ``check_array(force_all_finite=...)``, removed in scikit-learn 1.8; ``softimpute_peer``
   rebinds fancyimpute's ``check_array`` to a wrapper that passes ``ensure_all_finite`` instead (no other change).
+
+The peers run with BLAS pinned to ``NUMOPT_BENCH_PEER_BLAS_THREADS`` (default 1) threads, like numopt's
+solver; set it to 2 to give them both cores.
 """
 from __future__ import annotations
 
@@ -29,6 +32,16 @@ import numpy as np  # noqa: E402
 import scipy.sparse as sp  # noqa: E402
 
 __all__ = ["main", "synthetic", "scipy_als", "softimpute_peer", "print_table"]
+
+# BLAS threads given to the peers (numopt pins BLAS to 1 thread and runs its own kernels on all cores).
+# On a loaded 2-core machine, 2 spinning OpenBLAS threads made SoftImpute ~10x slower than 1 thread.
+BLAS_THREADS = int(os.environ.get("NUMOPT_BENCH_PEER_BLAS_THREADS", "1"))
+
+
+def _blas_threads(n):
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(n, "blas")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -70,11 +83,12 @@ def scipy_als(rows, cols, vals, shape, k, *, reg=0.0, maxiter=10, U0=None, seed=
         return np.linalg.solve(G, (Mv @ F)[:, :, None])[:, :, 0]
 
     V = np.zeros((n, k))
-    for it in range(maxiter):
-        V = half(St, maskt, U)
-        U = half(S, mask, V)
-        if callback is not None:
-            callback(it + 1, U, V)
+    with _blas_threads(BLAS_THREADS):
+        for it in range(maxiter):
+            V = half(St, maskt, U)
+            U = half(S, mask, V)
+            if callback is not None:
+                callback(it + 1, U, V)
     return U, V
 
 
@@ -89,7 +103,7 @@ def softimpute_peer(X_nan, k, *, max_iters=100):
 
     fancyimpute.solver.check_array = _check_array
     fancyimpute.soft_impute.check_array = _check_array
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _blas_threads(BLAS_THREADS):
         warnings.simplefilter("ignore")
         return fancyimpute.soft_impute.SoftImpute(max_rank=k, max_iters=max_iters, verbose=False,
                                                   init_fill_method="zero").fit_transform(X_nan)
