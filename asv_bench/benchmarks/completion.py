@@ -35,8 +35,13 @@ class AltMinIteration:
 
     def _run(self, m, k, method):
         if method == "scipy-als":
-            U, V = scipy_als(self.rows, self.cols, self.vals, (m, m), k, maxiter=self.iters)
-            return U, V
+            # same SVD initialization as altmin (which also times its initialization)
+            import scipy.sparse as sp
+
+            from numopt.completion import sparse_top_svd
+            S = sp.csr_array((self.vals, (self.rows, self.cols)), shape=(m, m))
+            Q, _, _ = sparse_top_svd(S.indptr, S.indices, S.data, (m, m), k, scale=m * m / self.vals.size, rng=0)
+            return scipy_als(self.rows, self.cols, self.vals, (m, m), k, maxiter=self.iters, U0=Q)
         res = _altmin(self.P, method, self.iters)
         return res.U, res.V
 

@@ -326,10 +326,12 @@ def main(argv=None):
           f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}")
     print(f"cold start (first calls, JIT compile or cache load): {_warm():.2f} s")
     if "scale" not in args.skip:
-        rows = scale_table(m, nnz, args.ranks, args.iters, args.target_iters, max_target_iters=10 * args.target_iters)
-        print_table(rows, f"Per-iteration cost, {m} x {m}, |Omega| = {nnz:.3g}, rank-k data + 0.1 noise, reg = 0 "
-                          f"(median of {args.iters} iterations; passes = row-solve FMAs / (|Omega| k) incl. the "
-                          f"residual pass; exact-Cholesky ALS = solver 'cholesky')")
+        print(f"\nPer-iteration cost, {m} x {m}, |Omega| = {nnz:.3g}, rank-k data + 0.1 noise, reg = 0 "
+              f"(median of {args.iters} iterations; passes = row-solve FMAs / (|Omega| k) incl. the residual pass; "
+              f"exact-Cholesky ALS = solver 'cholesky'; cpu_s = process CPU seconds, all threads)")
+        for k in args.ranks:                     # one table per rank, printed as soon as it is measured
+            rows = scale_table(m, nnz, [k], args.iters, args.target_iters, max_target_iters=10 * args.target_iters)
+            print_table(rows, f"k = {k}")
     if "peers" not in args.skip:
         pm = peer_m
         rows = peer_table(pm, int(0.1 * pm * pm), 8, maxiter=50)

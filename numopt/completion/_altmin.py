@@ -228,7 +228,7 @@ def minimize_altmin(problem, x0=None, *, callback=None, solver="auto", init="svd
     cg_steps : int
         Maximum CG steps per row and half-step for ``"cg"`` (3, as in implicit).
     sketch_size : int, optional
-        Sketch rows :math:`s` (default :math:`4k`). sketch_nnz : int -- nonzeros per sketch column (8).
+        Sketch rows :math:`s \ge k` (default :math:`4k`).
     sketch_nnz : int
         Nonzeros :math:`\zeta` per column of the sparse sign embedding.
     n_power_iter : int
