@@ -92,8 +92,8 @@ def balance_factors(U, V):
 def _split_block(indptr, labels, part, indices, values):
     """The CSR block of the entries whose split label equals ``part``."""
     keep = labels == part
-    counts = np.add.reduceat(keep.astype(np.int64), indptr[:-1]) if keep.size else np.zeros(indptr.size - 1, np.int64)
-    counts[np.diff(indptr) == 0] = 0            # reduceat quirk on empty rows
+    owner = np.repeat(np.arange(indptr.size - 1), np.diff(indptr))
+    counts = np.bincount(owner[keep], minlength=indptr.size - 1)
     ip = np.zeros(indptr.size, dtype=np.int64)
     np.cumsum(counts, out=ip[1:])
     return ip, indices[keep], values[keep]
