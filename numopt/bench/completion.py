@@ -93,7 +93,8 @@ def scipy_als(rows, cols, vals, shape, k, *, reg=0.0, maxiter=10, U0=None, seed=
 
 
 def softimpute_peer(X_nan, k, *, max_iters=100):
-    """**Peer**: fancyimpute's SoftImpute on a dense NaN matrix (``max_rank=k``). Raises ImportError."""
+    """**Peer**: fancyimpute's SoftImpute on a dense NaN matrix (``max_rank=k``; ``k=None``: its defaults,
+    full SVDs). Raises ImportError when fancyimpute is missing."""
     import fancyimpute.soft_impute
     import fancyimpute.solver
     from sklearn.utils import check_array
@@ -105,6 +106,8 @@ def softimpute_peer(X_nan, k, *, max_iters=100):
     fancyimpute.soft_impute.check_array = _check_array
     with warnings.catch_warnings(), _blas_threads(BLAS_THREADS):
         warnings.simplefilter("ignore")
+        if k is None:
+            return fancyimpute.soft_impute.SoftImpute(max_iters=max_iters, verbose=False).fit_transform(X_nan)
         return fancyimpute.soft_impute.SoftImpute(max_rank=k, max_iters=max_iters, verbose=False,
                                                   init_fill_method="zero").fit_transform(X_nan)
 
@@ -291,10 +294,7 @@ def digits_table(seed=0):
         out.append({"method": "PEER fancyimpute SoftImpute(max_rank=15)", "rel_err_hidden": err(Y),
                     "time_s": time.perf_counter() - t0})
         t0 = time.perf_counter()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            import fancyimpute.soft_impute
-            Y = fancyimpute.soft_impute.SoftImpute(verbose=False).fit_transform(X)
+        Y = softimpute_peer(X, None)
         out.append({"method": "PEER fancyimpute SoftImpute() defaults", "rel_err_hidden": err(Y),
                     "time_s": time.perf_counter() - t0})
     except ImportError:
