@@ -76,3 +76,5 @@ from .bcd._problem import LabelPropagation, LeastSquares, Logistic, MultinomialL
 __all__ += ["LeastSquares", "Logistic", "MultinomialLogistic", "LabelPropagation", "Quadratic"]
 from .relu._problem import TwoLayerReLU  # noqa: E402
 __all__ += ["TwoLayerReLU"]
+from .completion._problem import MatrixCompletion  # noqa: E402
+__all__ += ["MatrixCompletion"]
