@@ -68,3 +68,5 @@ class FunctionProblem(Problem):
 
 
 # --- problems defined by the areas (one import line per area) ---------------------------------------
+from .completion._problem import MatrixCompletion  # noqa: E402
+__all__ += ["MatrixCompletion"]

@@ -1,1 +1,30 @@
-"""numopt.completion"""
+"""numopt.completion: low-rank matrix completion by robust alternating minimization.
+
+- :class:`numopt.problems.MatrixCompletion` + ``numopt.minimize(problem, method="altmin")``
+- :class:`MatrixCompleter`: scikit-learn style estimator (needs scikit-learn)
+- :func:`solve_rows`: the compiled half-step kernel on one CSR block of rows (the unit a distributed
+  worker runs)
+
+Everything but the problem class is imported lazily, so ``import numopt`` does not load Numba or
+scikit-learn.
+"""
+import importlib
+
+from ._problem import MatrixCompletion
+
+__all__ = ["MatrixCompletion", "MatrixCompleter", "minimize_altmin", "solve_rows", "RowBlockSolution",
+           "sparse_top_svd", "gram_distance", "balance_factors"]
+
+_LAZY = {"MatrixCompleter": "._estimator", "minimize_altmin": "._altmin", "sparse_top_svd": "._altmin",
+         "gram_distance": "._altmin", "balance_factors": "._altmin", "solve_rows": "._rowsolve",
+         "RowBlockSolution": "._rowsolve"}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(__all__)

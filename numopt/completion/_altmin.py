@@ -1,0 +1,442 @@
+r"""Robust alternating minimization for matrix completion (``method="altmin"``).
+
+Gu, Song, Yin, Zhang, "Low Rank Matrix Completion via Robust Alternating Minimization in Nearly Linear
+Time", ICLR 2024 (arXiv 2302.11068), on top of Jain, Netrapalli, Sanghavi (STOC 2013). The loop below
+reads like the paper's Algorithm 1; the per-row least-squares solves of each half-step are the compiled
+block kernel :func:`numopt.completion.solve_rows`.
+"""
+from __future__ import annotations
+
+import contextlib
+import time
+
+import numpy as np
+
+from .._monitor import Monitor
+from .._validation import (as_float_array, check_bool, check_choice, check_int, check_positive,
+                           check_random_state)
+from . import _kernels as K
+from ._rowsolve import SOLVERS, USED_NAMES, solve_rows
+
+__all__ = ["minimize_altmin", "sparse_top_svd", "clip_rows", "gram_distance", "balance_factors"]
+
+
+# --------------------------------------------------------------------------------------------------
+# building blocks (NumPy terms)
+# --------------------------------------------------------------------------------------------------
+def sparse_top_svd(indptr, indices, values, shape, k, *, scale=1.0, oversample=10, n_power_iter=4, rng=None):
+    """Top-k SVD of ``scale * P_Omega(M)`` by a randomized range finder with power iterations.
+
+    Only sparse products with the CSR matrix are formed (no m x n array). Returns ``(U, s, Vt)``
+    truncated to exactly ``k`` components.
+    """
+    import scipy.sparse as sp
+
+    rng = check_random_state(rng)
+    m, n = shape
+    A = sp.csr_array((values.astype(np.float64) * scale, indices, indptr), shape=shape)
+    ell = min(k + oversample, min(m, n))
+    Q = np.linalg.qr(A @ rng.standard_normal((n, ell)))[0]
+    for _ in range(n_power_iter):               # subspace iteration, re-orthonormalized each time
+        Z = np.linalg.qr(A.T @ Q)[0]
+        Q = np.linalg.qr(A @ Z)[0]
+    B = (A.T @ Q).T                             # ell x n
+    Ub, s, Vt = np.linalg.svd(B, full_matrices=False)
+    return Q @ Ub[:, :k], s[:k], Vt[:k]
+
+
+def clip_rows(Q, mu):
+    r"""Rescale the rows of ``Q`` (m x k) whose norm exceeds :math:`2\mu\sqrt{k/m}` down to it, then
+    re-orthonormalize by QR (incoherence clipping of the initial factor). Returns ``(Q, n_clipped)``."""
+    m, k = Q.shape
+    tau = 2.0 * mu * np.sqrt(k / m)
+    norms = np.linalg.norm(Q, axis=1)
+    big = norms > tau
+    Q = Q.copy()
+    Q[big] *= (tau / norms[big])[:, None]
+    return np.linalg.qr(Q)[0], int(big.sum())
+
+
+def gram_distance(U1, V1, U2, V2):
+    r"""``(d2, x2)``: :math:`\|U_1V_1^T - U_2V_2^T\|_F^2` and :math:`\|U_2V_2^T\|_F^2` in O((m+n)k^2).
+
+    First the trace formula :math:`\mathrm{tr}(U_1^TU_1V_1^TV_1) - 2\mathrm{tr}(U_1^TU_2V_2^TV_1) +
+    \mathrm{tr}(U_2^TU_2V_2^TV_2)` (k x k Grams). It cancels catastrophically when the distance is small,
+    so below a relative 1e-5 the distance is recomputed stably: :math:`U_1V_1^T - U_2V_2^T =
+    [U_1, -U_2][V_1, V_2]^T` and, with thin QRs, the norm is :math:`\|R_aR_b^T\|_F` (resolves relative
+    distances down to rounding). Never forms an m x n array.
+    """
+    U1, V1, U2, V2 = (np.asarray(a, dtype=np.float64) for a in (U1, V1, U2, V2))
+    G1, G2 = U1.T @ U1, V1.T @ V1
+    H1, H2 = U2.T @ U2, V2.T @ V2
+    a = float(np.sum(G1 * G2))
+    c = float(np.sum(H1 * H2))
+    b = float(np.sum((U1.T @ U2) * (V1.T @ V2)))
+    d2 = a - 2.0 * b + c
+    if d2 > 1e-10 * max(a, c):
+        return d2, max(c, 0.0)
+    Ra = np.linalg.qr(np.hstack([U1, -U2]), mode="r")
+    Rb = np.linalg.qr(np.hstack([V1, V2]), mode="r")
+    return float(np.sum((Ra @ Rb.T) ** 2)), max(c, 0.0)
+
+
+def balance_factors(U, V):
+    r"""Rewrite :math:`UV^T` as :math:`U'V'^T` with :math:`U'^TU' = V'^TV' = \Sigma` (same product)."""
+    Qu, Ru = np.linalg.qr(U)
+    Qv, Rv = np.linalg.qr(V)
+    A, s, Bt = np.linalg.svd(Ru @ Rv.T)
+    r = np.sqrt(s)
+    return ((Qu @ A) * r).astype(U.dtype), ((Qv @ Bt.T) * r).astype(V.dtype)
+
+
+def _split_block(indptr, labels, part, indices, values):
+    """The CSR block of the entries whose split label equals ``part``."""
+    keep = labels == part
+    counts = np.add.reduceat(keep.astype(np.int64), indptr[:-1]) if keep.size else np.zeros(indptr.size - 1, np.int64)
+    counts[np.diff(indptr) == 0] = 0            # reduceat quirk on empty rows
+    ip = np.zeros(indptr.size, dtype=np.int64)
+    np.cumsum(counts, out=ip[1:])
+    return ip, indices[keep], values[keep]
+
+
+def _fit_biases(problem, center, reg, n_sweeps=10):
+    """Global mean and (optionally) row/column biases fitted by alternating ridge means."""
+    m, n = problem.shape
+    vals = problem.csr_values.astype(np.float64)
+    rows = problem.rows
+    cols = problem.cols
+    mu = float(vals.mean()) if center in ("global", "biases") else 0.0
+    bu = np.zeros(m)
+    bv = np.zeros(n)
+    if center == "biases":
+        du = np.bincount(rows, minlength=m).astype(np.float64)
+        dv = np.bincount(cols, minlength=n).astype(np.float64)
+        r = vals - mu
+        for _ in range(n_sweeps):
+            bu = np.bincount(rows, weights=r - bv[cols], minlength=m) / (du + reg + (du == 0))
+            bv = np.bincount(cols, weights=r - bu[rows], minlength=n) / (dv + reg + (dv == 0))
+    return mu, bu, bv
+
+
+@contextlib.contextmanager
+def _threads(workers):
+    """Pin BLAS to one thread around the parallel kernels and set the Numba thread count."""
+    import numba
+
+    old = numba.get_num_threads()
+    if workers is not None:
+        numba.set_num_threads(max(1, min(workers, numba.config.NUMBA_NUM_THREADS)))
+    try:
+        try:
+            from threadpoolctl import threadpool_limits
+        except ImportError:                      # pragma: no cover - threadpoolctl ships with scikit-learn
+            ctx = contextlib.nullcontext()
+        else:
+            ctx = threadpool_limits(1, "blas")
+        with ctx:
+            yield
+    finally:
+        numba.set_num_threads(old)
+
+
+def _unpack_x0(x0, m, n, k, dtype):
+    if isinstance(x0, (tuple, list)) and len(x0) == 2:
+        U = as_float_array(x0[0], "x0[0]", shape=(m, k), dtype=dtype, copy=True)
+        V = as_float_array(x0[1], "x0[1]", shape=(n, k), dtype=dtype, copy=True)
+        return U, V
+    x = as_float_array(x0, "x0", ndim=1, dtype=dtype)
+    if x.size != (m + n) * k:
+        raise ValueError(f"x0 must be (U, V) or a vector of length (m + n) * k = {(m + n) * k}; got {x.size}")
+    return x[:m * k].reshape(m, k).copy(), x[m * k:].reshape(n, k).copy()
+
+
+# --------------------------------------------------------------------------------------------------
+# the solver
+# --------------------------------------------------------------------------------------------------
+def minimize_altmin(problem, x0=None, *, callback=None, solver="auto", init="svd", clip=True, mu=None,
+                    sample_split=False, reg_scaling="none", center="none", maxiter=100, tol=1e-9, xtol=1e-9,
+                    atol=1e-12, inner_tol=1e-10, cg_steps=3, sketch_size=None, sketch_nnz=8, n_power_iter=4,
+                    workers=None, random_state=None, verbose=False, progress=False):
+    r"""Robust alternating minimization (AltMin) for low-rank matrix completion.
+
+    Minimizes, over :math:`U\in\mathbb R^{m\times k}` and :math:`V\in\mathbb R^{n\times k}`,
+
+    .. math::
+
+        f(U,V) = \tfrac12\sum_{(i,j)\in\Omega}(u_i^Tv_j - M_{ij})^2
+        + \tfrac{\lambda}{2}\Big(\sum_i c_i\|u_i\|^2 + \sum_j c'_j\|v_j\|^2\Big)
+
+    by alternating exact or approximate solves of the row problems
+    :math:`u_i = \arg\min_u \|V_{\Omega_i}u - M_{i,\Omega_i}\|^2 + \lambda c_i\|u\|^2` (U-step; the V-step is
+    symmetric). Gu, Song, Yin & Zhang (ICLR 2024) show that approximate solves (a sketch-based
+    preconditioner plus a few iterative steps, warm-started) keep the geometric convergence of Jain,
+    Netrapalli & Sanghavi (2013), :math:`\|M - X_T\|_F \le \epsilon` after
+    :math:`T = O(\log(\|M\|_F/\epsilon))` iterations when
+    :math:`|\Omega| \ge C\kappa^4\mu^2k^{4.5}n\log n\log(k\|M\|_F/\epsilon)` (JNS13 form), at a cost of
+    :math:`\tilde O(|\Omega|k)` per iteration instead of :math:`O(|\Omega|k^2)`.
+
+    Algorithm: initialize :math:`U_0` by the top-k left singular vectors of :math:`P_\Omega(M)/p`
+    (randomized sparse SVD), clip rows with norm above :math:`2\mu\sqrt{k/m}` and re-orthonormalize;
+    then alternate V-steps and U-steps. With :math:`\lambda = 0` the fixed factor is orthonormalized
+    (QR) before each half-step and the warm start is mapped by the same :math:`R`, which leaves
+    :math:`UV^T` unchanged and keeps the designs well conditioned. ``x`` packs the returned factors
+    ``U.ravel()`` then ``V.ravel()``; the model is :math:`X = UV^T` + offsets (see ``center``).
+
+    Parameters
+    ----------
+    problem : MatrixCompletion
+    x0 : (U, V) or array of length (m + n) k, optional
+        Warm start; replaces the initialization (the first V-step starts from ``U``).
+    callback : callable, optional
+        ``callback(intermediate_result)`` after every iteration (fields ``x`` (packed U, V), ``nit``,
+        ``fun``, ``rmse``, ``rel_residual``, ...); raise ``StopIteration`` to stop.
+
+    Options
+    -------
+    solver : {"auto", "cholesky", "cg", "sketch-cg"}
+        Row solver of the half-steps. ``"cholesky"``: exact normal equations (:math:`Nk^2/2` per row).
+        ``"cg"``: warm-started CG on the normal equations, at most ``cg_steps`` steps (:math:`2Nk` each).
+        ``"sketch-cg"`` (the paper): sparse sign sketch, QR preconditioner, preconditioned CG to
+        ``inner_tol``; rows with at most ``sketch_size`` entries are solved exactly by QR.
+        ``"auto"``: per row, the cheapest of the three by a flop model (Cholesky for small k, CG above
+        roughly k = 14, the sketch only for rows with N >> k^2).
+    init : {"svd", "random"}
+        SVD initialization (above) or Gaussian factors with scale :math:`\sqrt{\text{mean}|M_\Omega|/k}`.
+    clip : bool
+        Clip the rows of the initial factor (incoherence step of the analysis).
+    mu : float, optional
+        Incoherence level of the clipping threshold :math:`2\mu\sqrt{k/m}`. Estimated when omitted as
+        :math:`\sqrt{m/k}` times the 95th percentile of the initial row norms (so only outlying rows are clipped).
+    sample_split : bool
+        Theory mode: split :math:`\Omega` into :math:`2T+1` disjoint parts by a splitmix64 hash of
+        :math:`(i, j)` (:math:`T` = ``maxiter``), initialize on part 0 and use a fresh part in each half-step.
+    reg_scaling : {"none", "count"}
+        :math:`c_i = 1`, or :math:`c_i = |\Omega_i|` (ALS-WR / Spark scaling).
+    center : {"none", "global", "biases"}
+        Subtract the global mean, or the global mean plus row/column biases (ridge, weight ``reg``),
+        before factorizing; they are returned and added back by the estimator.
+    maxiter : int
+        Outer iterations (one V-step plus one U-step each).
+    tol : float
+        Stop when :math:`|f_t - f_{t-1}| \le` ``tol`` :math:`\max(f_t, \text{tiny})`.
+    xtol : float
+        Stop when :math:`\|X_t - X_{t-1}\|_F \le` ``xtol`` :math:`\|X_t\|_F` (computed from Grams).
+    atol : float
+        Stop when the relative residual :math:`\|P_\Omega(X - M)\|_F/\|P_\Omega(M)\|_F \le` ``atol``.
+    inner_tol : float
+        Relative tolerance of the iterative row solves (normal-equation residual over :math:`\|A^Tb\|`).
+    cg_steps : int
+        Maximum CG steps per row and half-step for ``"cg"`` (3, as in implicit).
+    sketch_size : int, optional
+        Sketch rows :math:`s` (default :math:`4k`). sketch_nnz : int -- nonzeros per sketch column (8).
+    sketch_nnz : int
+        Nonzeros :math:`\zeta` per column of the sparse sign embedding.
+    n_power_iter : int
+        Power iterations of the randomized SVD initialization (>= 2 recommended for flat spectra).
+    workers : int, optional
+        Numba threads for the row kernels (default: all). BLAS is pinned to one thread meanwhile.
+    random_state : None, int or Generator
+        Seeds the initialization, the sketches and the split.
+    verbose, progress : bool
+        Log one line per iteration block / show a tqdm bar.
+
+    Returns
+    -------
+    OptimizeResult
+        ``x`` (packed U, V), ``U``, ``V``, ``fun``, ``nit``, ``success``, ``history`` with per-iteration
+        ``fun``, ``rmse`` (observed), ``rel_residual``, ``rel_change``, ``rel_error`` (when the problem
+        has ``truth``), ``iter_time``, ``passes`` (FMAs / (|Omega| k)) and ``inner_steps``; also
+        ``rmse``, ``global_mean``, ``row_bias``, ``col_bias``, ``n_cold_rows``, ``n_cold_cols``,
+        ``n_rank_deficient`` (rows + columns guarded in the last iteration), ``solver_counts`` (row solves
+        per solver in the last iteration), ``time_per_iter``, ``passes_per_iter``, ``init_time``.
+
+    References
+    ----------
+    Gu, Song, Yin, Zhang. ICLR 2024, arXiv 2302.11068. Jain, Netrapalli, Sanghavi. STOC 2013, arXiv 1212.0467.
+    """
+    # ---- options ---------------------------------------------------------------------------------
+    check_choice(solver, "solver", tuple(SOLVERS))
+    check_choice(init, "init", ("svd", "random"))
+    clip = check_bool(clip, "clip")
+    sample_split = check_bool(sample_split, "sample_split")
+    check_choice(reg_scaling, "reg_scaling", ("none", "count"))
+    check_choice(center, "center", ("none", "global", "biases"))
+    maxiter = check_int(maxiter, "maxiter", min_value=1)
+    tol = check_positive(tol, "tol", strict=False)
+    xtol = check_positive(xtol, "xtol", strict=False)
+    atol = check_positive(atol, "atol", strict=False)
+    inner_tol = check_positive(inner_tol, "inner_tol", strict=False)
+    cg_steps = check_int(cg_steps, "cg_steps", min_value=1)
+    m, n = problem.shape
+    k = problem.rank
+    sketch_size = check_int(sketch_size, "sketch_size", min_value=k, allow_none=True)
+    sketch_nnz = check_int(sketch_nnz, "sketch_nnz", min_value=1)
+    n_power_iter = check_int(n_power_iter, "n_power_iter", min_value=0)
+    workers = check_int(workers, "workers", min_value=1, allow_none=True)
+    if mu is not None:
+        mu = check_positive(mu, "mu")
+    rng = check_random_state(random_state)
+
+    with _threads(workers):
+        return _altmin(problem, x0, callback, solver, init, clip, mu, sample_split, reg_scaling, center, maxiter,
+                       tol, xtol, atol, inner_tol, cg_steps, sketch_size, sketch_nnz, n_power_iter, rng, verbose,
+                       progress)
+
+
+def _altmin(problem, x0, callback, solver, init, clip, mu, sample_split, reg_scaling, center, maxiter, tol, xtol,
+            atol, inner_tol, cg_steps, sketch_size, sketch_nnz, n_power_iter, rng, verbose, progress):
+    m, n = problem.shape
+    k = problem.rank
+    seed = int(rng.integers(0, 2**62))
+    lam = problem.reg
+    dtype = problem.dtype
+    nnz = problem.nnz
+    mon = Monitor("altmin", callback=callback, verbose=verbose, progress=progress, maxiter=maxiter)
+    t_init = time.perf_counter()
+
+    # ---- data: centred values in CSR and CSC order -----------------------------------------------
+    gmean, bu, bv = _fit_biases(problem, center, lam)
+    csr_ip, csr_ix = problem.csr_indptr, problem.csr_indices
+    csc_ip, csc_ix = problem.csc_indptr, problem.csc_indices
+    if center == "none":
+        csr_val, csc_val = problem.csr_values, problem.csc_values
+    else:
+        off = gmean + bu[problem.rows] + bv[csr_ix]
+        csr_val = (problem.csr_values - off).astype(dtype)
+        csc_val = np.ascontiguousarray(csr_val[problem._csr_to_csc])
+    ref_norm = float(np.sqrt(np.sum(csr_val.astype(np.float64) ** 2))) or 1.0
+
+    if sample_split:
+        nparts = 2 * maxiter + 1
+        lab_csr = K.split_labels(problem.rows, csr_ix, n, seed, nparts)
+        lab_csc = lab_csr[problem._csr_to_csc]
+
+        def block(part, by_row):
+            if by_row:
+                return _split_block(csr_ip, lab_csr, part, csr_ix, csr_val)
+            return _split_block(csc_ip, lab_csc, part, csc_ix, csc_val)
+    else:
+        def block(part, by_row):
+            return (csr_ip, csr_ix, csr_val) if by_row else (csc_ip, csc_ix, csc_val)
+
+    # ---- initialization ----------------------------------------------------------------------------
+    n_clipped = 0
+    if x0 is not None:
+        U, V = _unpack_x0(x0, m, n, k, dtype)
+        warm_v = True
+    else:
+        warm_v = False
+        V = np.zeros((n, k), dtype=dtype)
+        if init == "svd":
+            ip, ix, val = block(0, True)
+            p0 = max(ix.size, 1) / (m * n)
+            Q, s, _ = sparse_top_svd(ip, ix, val, (m, n), k, scale=1.0 / p0, n_power_iter=n_power_iter, rng=rng)
+            if clip:
+                mu_used = mu
+                if mu_used is None:
+                    mu_used = max(float(np.quantile(np.linalg.norm(Q, axis=1), 0.95)) * np.sqrt(m / k), 1e-12)
+                Q, n_clipped = clip_rows(Q, mu_used)
+            # keep the spectrum's scale when the ridge is not scale invariant
+            U = (Q * np.sqrt(np.maximum(s, 0.0))).astype(dtype) if lam > 0 else Q.astype(dtype)
+        else:
+            scale = np.sqrt(np.mean(np.abs(csr_val)) / k) if nnz else 1.0
+            U = (rng.standard_normal((m, k)) * scale).astype(dtype)
+    init_time = time.perf_counter() - t_init
+
+    kw = dict(reg=lam, reg_scaling=reg_scaling, solver=solver, inner_tol=inner_tol, cg_steps=cg_steps,
+              sketch_size=sketch_size, sketch_nnz=sketch_nnz, seed=seed, check=False)
+
+    def half_step(part, by_row, fixed, current, warm_ok):
+        """Solve every row (by_row) or column of the data against ``fixed``; returns (new, solution)."""
+        R = None
+        if lam == 0.0:
+            # orthonormalize the fixed factor; the matching warm start is current @ R^T
+            Qf, R = np.linalg.qr(fixed.astype(np.float64))
+            fixed = Qf.astype(dtype)
+        ip, ix, val = block(part, by_row)
+        warm = None
+        if warm_ok:
+            warm = current if R is None else (current.astype(np.float64) @ R.T).astype(dtype)
+        sol = solve_rows(ip, ix, val, fixed, warm=warm, row_offset=0 if by_row else m, **kw)
+        return fixed, sol
+
+    history_rel_error = problem.truth is not None
+    f_prev = np.inf
+    converged = False
+    message = None
+    U_prev = V_prev = None
+    n_rank_def = 0
+    solver_counts = {}
+    n_cold_rows = int(np.count_nonzero(problem.row_counts == 0))
+    n_cold_cols = int(np.count_nonzero(problem.col_counts == 0))
+    k2_dense = 0
+    for it in range(maxiter):
+        t0 = time.perf_counter()
+        # V-step: columns against the fixed U
+        U, sv = half_step(2 * it + 1, False, U, V, warm_v)
+        V = sv.rows
+        warm_v = True
+        # U-step: rows against the fixed V
+        V, su = half_step(2 * it + 2, True, V, U, True)
+        U = su.rows
+        # objective and metrics on all of Omega (one pass)
+        res_sq = K.row_residual_sq(csr_ip, csr_ix, csr_val, U, V)
+        sse = float(np.sum(res_sq))
+        f = 0.5 * sse
+        if lam > 0:
+            cu = problem.row_counts if reg_scaling == "count" else 1.0
+            cv = problem.col_counts if reg_scaling == "count" else 1.0
+            f += 0.5 * lam * (float(np.sum(cu * np.sum(U.astype(np.float64) ** 2, axis=1)))
+                              + float(np.sum(cv * np.sum(V.astype(np.float64) ** 2, axis=1))))
+        rmse = np.sqrt(sse / nnz)
+        rel_res = np.sqrt(sse) / ref_norm
+        if U_prev is not None:
+            d2, x2 = gram_distance(U, V, U_prev, V_prev)
+            rel_change = np.sqrt(d2 / x2) if x2 > 0 else np.inf
+        else:
+            rel_change = np.inf
+        U_prev, V_prev = U, V
+        work = int(sv.work.sum() + su.work.sum()) + nnz * k            # row solves + the residual pass
+        dense = (m + n) * k * k * (4 if lam == 0.0 else 0) + 3 * (m + n) * k * k   # QRs and Gram formula
+        k2_dense = dense
+        fields = dict(fun=f, rmse=rmse, rel_residual=rel_res, rel_change=rel_change,
+                      passes=(work + dense) / (nnz * k), row_passes=work / (nnz * k),
+                      inner_steps=float(np.mean(np.concatenate([sv.inner_steps, su.inner_steps]))))
+        if history_rel_error:
+            Ut, Vt = problem.truth
+            d2, x2 = gram_distance(U, V, Ut, Vt)
+            fields["rel_error"] = np.sqrt(d2 / x2) if x2 > 0 else np.sqrt(d2)
+        fields["iter_time"] = time.perf_counter() - t0
+        n_rank_def = sv.n_rank_deficient + su.n_rank_deficient
+        if mon.step(np.concatenate([U.ravel(), V.ravel()]), **fields):
+            break
+        if not np.isfinite(f):
+            message = "Numerical breakdown: the objective is not finite."
+            break
+        if rel_res <= atol:
+            converged, message = True, f"Relative residual {rel_res:.3e} <= atol."
+            break
+        if rel_change <= xtol:
+            converged, message = True, f"Relative change of X {rel_change:.3e} <= xtol."
+            break
+        if abs(f_prev - f) <= tol * max(f, np.finfo(float).tiny):
+            converged, message = True, f"Relative change of f {abs(f_prev - f) / max(f, 1e-300):.3e} <= tol."
+            break
+        f_prev = f
+    used = np.concatenate([sv.used, su.used])
+    solver_counts = {USED_NAMES[c]: int(np.count_nonzero(used == c)) for c in np.unique(used)}
+    if lam == 0.0:
+        U, V = balance_factors(U, V)
+    hist = mon.history
+    status = None
+    if message is not None and message.startswith("Numerical"):
+        status = 3
+    res = mon.result(np.concatenate([U.ravel(), V.ravel()]), converged=converged, status=status, message=message,
+                     U=U, V=V, fun=float(f), rmse=float(rmse), global_mean=gmean,
+                     row_bias=bu if center == "biases" else None, col_bias=bv if center == "biases" else None,
+                     n_cold_rows=n_cold_rows, n_cold_cols=n_cold_cols, n_rank_deficient=int(n_rank_def),
+                     n_clipped=n_clipped, solver_counts=solver_counts,
+                     time_per_iter=float(np.mean(hist["iter_time"])),
+                     passes_per_iter=float(np.mean(hist["passes"])), init_time=init_time,
+                     dense_passes=k2_dense / (nnz * k))
+    return res
