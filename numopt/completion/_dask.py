@@ -113,10 +113,6 @@ def _matmul_task(block, F, scale, split):
     return A @ F
 
 
-def _matmul_small(Q, W):
-    return Q @ W
-
-
 def _bias_numerators(block, mu, other_bias):
     """Row sums of ``value - mu - other_bias[minor]`` in entry order (one alternating-means sweep)."""
     r = block.values.astype(np.float64) - mu
@@ -204,16 +200,8 @@ class _Cluster:
         self.bytes += sum(a.nbytes for a in arrays if a is not None)
 
 
-def _tsqr_matmul(cl, by_row, F, scale, split, ell, compute_svd=False):
-    """``scale * A @ F`` (row blocks) or ``scale * A^T @ F`` (column blocks) as a Dask array, then tsqr."""
-    import dask
-    import dask.array as da
-
-    blocks, bounds = cl.blocks(by_row)
-    parts = [da.from_delayed(dask.delayed(cl.client.submit(_matmul_task, b, F, scale, split, pure=False)),
-                             shape=(int(bounds[i + 1] - bounds[i]), ell), dtype=np.float64)
-             for i, b in enumerate(blocks)]
-    return da.linalg.tsqr(da.concatenate(parts, axis=0), compute_svd=compute_svd)
+def _concat(chunks):
+    return np.concatenate(chunks, axis=0)
 
 
 def _svd_init(cl, m, n, k, scale, split_of, n_power_iter, rng, oversample=10):
@@ -223,28 +211,36 @@ def _svd_init(cl, m, n, k, scale, split_of, n_power_iter, rng, oversample=10):
     matrix (drawn here from the same generator state): :math:`Q = \mathrm{qr}(AG)`, then
     ``n_power_iter`` times :math:`Z = \mathrm{qr}(A^TQ)`, :math:`Q = \mathrm{qr}(AZ)`; finally the SVD
     of :math:`B^T = A^TQ = u s v^T` gives :math:`U_0 = Q v_{:, :k}`. The products are blockwise sparse
-    products on the workers, the QRs and the SVD are :func:`dask.array.linalg.tsqr`.
+    products on the workers (row blocks for :math:`A\,\cdot`, column blocks for :math:`A^T\cdot`),
+    the QRs and the SVD are :func:`dask.array.linalg.tsqr` on the resulting tall-skinny
+    :math:`m\times(k+10)` / :math:`n\times(k+10)` arrays. The whole iteration is one task graph.
     """
-    client = cl.client
+    import dask
+    import dask.array as da
+
     ell = min(k + oversample, min(m, n))
     G = rng.standard_normal((n, ell))
 
-    def full(x):                                 # one worker concatenates; the others fetch it from there
-        return client.compute(x)
+    def product(by_row, F):
+        blocks, bounds = cl.blocks(by_row)
+        split = split_of(by_row)
+        parts = [da.from_delayed(dask.delayed(_matmul_task, pure=True)(b, F, scale, split),
+                                 shape=(int(bounds[i + 1] - bounds[i]), ell), dtype=np.float64)
+                 for i, b in enumerate(blocks)]
+        return da.concatenate(parts, axis=0)
 
-    Gf = cl.broadcast(G)
-    Q, _ = _tsqr_matmul(cl, True, Gf, scale, split_of(True), ell)
-    Q = Q.persist()
+    def whole(X):                                # one worker concatenates; the others fetch it from there
+        return dask.delayed(_concat, pure=True)(list(X.to_delayed().ravel()))
+
+    Q, _ = da.linalg.tsqr(product(True, cl.broadcast(G)))
     for _ in range(n_power_iter):
-        Z, _ = _tsqr_matmul(cl, False, full(Q), scale, split_of(False), ell)
-        Q, _ = _tsqr_matmul(cl, True, full(Z.persist()), scale, split_of(True), ell)
-        Q = Q.persist()
-    u, s, vh = _tsqr_matmul(cl, False, full(Q), scale, split_of(False), ell, compute_svd=True)
-    s, vh = client.compute([s, vh], sync=True)
-    U0 = Q.map_blocks(_matmul_small, vh[:k].T, dtype=np.float64, chunks=(Q.chunks[0], (k,)))
-    U0 = U0.compute()
+        Z, _ = da.linalg.tsqr(product(False, whole(Q)))
+        Q, _ = da.linalg.tsqr(product(True, whole(Z)))
+    _, s, vh = da.linalg.tsqr(product(False, whole(Q)), compute_svd=True)
+    U0 = Q @ vh[:k].T
+    U0, s = cl.client.compute([U0, s[:k]], sync=True)
     cl.received(U0)
-    return U0, s[:k]
+    return U0, s
 
 
 # --------------------------------------------------------------------------------------------------
@@ -451,7 +447,7 @@ def minimize_altmin_dask(problem, x0=None, *, client, callback=None, solver="aut
             rel_change = np.inf
         U_prev, V_prev = U, V
         work = int(sv[4].sum() + su[4].sum()) + nnz * k
-        dense = (m + n) * k * k * (4 if lam == 0.0 else 0) + 6 * (m + n) * k * k
+        dense = (m + n) * k * k * (4 if lam == 0.0 else 0) + 3 * (m + n) * k * k
         k2_dense = dense
         fields = dict(fun=f, rmse=rmse, rel_residual=rel_res, rel_change=rel_change,
                       passes=(work + dense) / (nnz * k), row_passes=work / (nnz * k),

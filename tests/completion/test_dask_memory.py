@@ -41,7 +41,7 @@ def _spilled(dask_worker):
     return len(dask_worker.data.slow), int(dask_worker.data.fast.total_weight)
 
 
-def test_data_larger_than_a_worker_memory_limit(small_client):
+def test_data_larger_than_a_worker_memory_limit(small_client, tmp_path):
     client = small_client
     rng = np.random.default_rng(0)
     m, n, k = 1500, 1200, 2
@@ -49,7 +49,11 @@ def test_data_larger_than_a_worker_memory_limit(small_client):
     r, c = np.nonzero(rng.random((m, n)) < 0.4)
     vals = np.einsum("ij,ij->i", Us[r], Vs[c])
     prob = MatrixCompletion(r, c, vals, (m, n), k)
-    dprob = DaskMatrixCompletion.from_problem(prob, n_partitions=6, row_blocks=12, col_blocks=12)
+    paths = []
+    for i, idx in enumerate(np.array_split(np.random.default_rng(1).permutation(r.size), 6)):
+        paths.append(str(tmp_path / f"part{i}.npz"))
+        np.savez(paths[-1], row=r[idx], col=c[idx], value=vals[idx])
+    dprob = DaskMatrixCompletion(paths, (m, n), k, row_blocks=12, col_blocks=12)
     lay = dprob.layout(client)
     assert lay.nbytes > 1.5 * LIMIT            # Omega (CSR + CSC blocks) does not fit one worker's limit
     seen = []
@@ -57,7 +61,7 @@ def test_data_larger_than_a_worker_memory_limit(small_client):
     def watch(res):
         seen.append(client.run(_spilled))
 
-    opts = dict(maxiter=4, random_state=0, solver="cholesky")
+    opts = dict(maxiter=2, random_state=0, solver="cholesky", n_power_iter=1)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         ref = minimize_altmin(prob, **opts)
