@@ -106,7 +106,7 @@ def main(argv=None):
     for w in nworkers:
         with LocalCluster(n_workers=w, threads_per_worker=1, processes=True, dashboard_address=None,
                           memory_limit=0, silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
-            source = synthetic_source(m, n, args.nnz, k, parts=8 * w)
+            source = synthetic_source(m, n, args.nnz, k, parts=16)
             prob = DaskMatrixCompletion(source, (m, n), k)
             t = time.perf_counter()
             lay = prob.layout(client)

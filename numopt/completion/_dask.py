@@ -52,16 +52,6 @@ def _pin_threads():
     numba.set_num_threads(max(1, min(nt, numba.config.NUMBA_NUM_THREADS)))
 
 
-def _blas1():
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:                          # pragma: no cover - threadpoolctl ships with scikit-learn
-        import contextlib
-
-        return contextlib.nullcontext()
-    return threadpool_limits(1, "blas")
-
-
 def _major_ids(block):
     return np.repeat(np.arange(block.offset, block.offset + block.size, dtype=np.int64), np.diff(block.indptr))
 
@@ -91,16 +81,15 @@ def _part(block, split):
     return indptr, block.indices[keep], block.values[keep]
 
 
-def _solve_task(block, fixed, warm, kw, split, residual):
+def _solve_task(block, warm, kw, split, residual, fixed):
     """One block of a half-step; with ``residual`` also the per-row squared residuals on all its data."""
     from . import _kernels as K
     from ._rowsolve import solve_rows
 
     _pin_threads()
-    with _blas1():
-        ip, ix, val = _part(block, split)
-        sol = solve_rows(ip, ix, val, fixed, warm=warm, row_offset=block.offset + kw.pop("shift"), **kw)
-        res = K.row_residual_sq(block.indptr, block.indices, block.values, sol.rows, fixed) if residual else None
+    ip, ix, val = _part(block, split)
+    sol = solve_rows(ip, ix, val, fixed, warm=warm, row_offset=block.offset + kw.pop("shift"), **kw)
+    res = K.row_residual_sq(block.indptr, block.indices, block.values, sol.rows, fixed) if residual else None
     return tuple(sol) + (res,)
 
 
@@ -136,12 +125,31 @@ def _value_stats(block):
 _RETRIES = 3
 
 
+class _WorkerLost(RuntimeError):
+    pass
+
+
 def _gather_robust(client, make):
-    """``client.gather(make())``, re-submitting when workers were lost (results are deterministic)."""
+    """``client.gather`` of the futures ``make()`` returns, re-submitting when workers were lost.
+
+    ``make()`` returns ``(futures, pinned)``: tasks pinned to the workers that hold their blocks. A
+    pinned worker that disappears would leave its tasks waiting forever, so the wait polls the
+    scheduler and starts the step again (the blocks come back by lineage; results are deterministic).
+    """
+    from distributed import wait
+
     for attempt in range(_RETRIES + 1):
         futures = []
         try:
-            futures = make()
+            futures, pinned = make()
+            while True:
+                try:
+                    wait(futures, timeout=1.0)
+                    break
+                except TimeoutError:
+                    alive = set(client.scheduler_info(n_workers=-1)["workers"])
+                    if pinned - alive:
+                        raise _WorkerLost(f"worker(s) {sorted(pinned - alive)} left the cluster") from None
             return client.gather(futures)
         except (ValueError, TypeError, ArithmeticError, MemoryError, ImportError, AttributeError):
             raise
@@ -151,6 +159,20 @@ def _gather_robust(client, make):
             _log.warning("altmin[dask]: %s (%s); re-submitting the step (%d/%d)", type(exc).__name__, exc,
                          attempt + 1, _RETRIES)
             client.cancel(futures)
+
+
+def _retry(step):
+    """Run a whole (deterministic) step again when the cluster lost a worker under it."""
+    for attempt in range(_RETRIES + 1):
+        try:
+            return step()
+        except (ValueError, TypeError, ArithmeticError, MemoryError, ImportError, AttributeError):
+            raise
+        except Exception as exc:
+            if attempt == _RETRIES:
+                raise
+            _log.warning("altmin[dask]: %s (%s); running the step again (%d/%d)", type(exc).__name__, exc,
+                         attempt + 1, _RETRIES)
 
 
 def _to_problem(problem):
@@ -191,7 +213,7 @@ class _Cluster:
         return (lay.row_blocks, lay.row_bounds) if by_row else (lay.col_blocks, lay.col_bounds)
 
     def broadcast(self, arr):
-        self.bytes += arr.nbytes * self.n_workers
+        self.bytes += arr.nbytes
         # one copy on one worker; the others fetch it once (peer to peer) when their first block needs it.
         # (``broadcast=True`` would make the scheduler retry a dead worker forever.)
         return self.client.scatter(arr, hash=False)
@@ -199,12 +221,43 @@ class _Cluster:
     def received(self, *arrays):
         self.bytes += sum(a.nbytes for a in arrays if a is not None)
 
+    def run(self, func, blocks, args_of=lambda i: (), shared=()):
+        """``[func(block, *args_of(i), *shared) for each block]`` on the worker that holds the block.
+
+        Tasks are pinned to the block's holder (so work stealing never ships a block of Omega to another
+        worker); the ``shared`` arrays (a factor) are scattered once per attempt and fetched peer to peer.
+        """
+        client = self.client
+
+        def make():
+            sh = [self.broadcast(a) for a in shared]
+            holders = client.who_has(blocks)
+            futures, pinned = [], set()
+            for i, b in enumerate(blocks):
+                w = sorted(holders.get(b.key, ()))
+                pinned.update(w[:1])
+                where = dict(workers=w[:1], allow_other_workers=False) if w else {}
+                futures.append(client.submit(func, b, *args_of(i), *sh, pure=False, **where))
+            return futures, pinned
+
+        return _gather_robust(client, make)
+
+    def derive(self, func, blocks, args_of):
+        """Futures of ``func(block, *args_of(i))`` next to each block (kept on the workers, with lineage)."""
+        holders = self.client.who_has(blocks)
+        out = []
+        for i, b in enumerate(blocks):
+            w = sorted(holders.get(b.key, ()))[:1]
+            where = dict(workers=w, allow_other_workers=True) if w else {}
+            out.append(self.client.submit(func, b, *args_of(i), pure=False, **where))
+        return out
+
 
 def _concat(chunks):
     return np.concatenate(chunks, axis=0)
 
 
-def _svd_init(cl, m, n, k, scale, split_of, n_power_iter, rng, oversample=10):
+def _svd_init(cl, G, k, scale, split_of, n_power_iter):
     r"""Top-k left singular vectors and values of ``scale * P_{Omega_0}(M)`` (randomized, distributed).
 
     The same subspace iteration as the single-machine initialization, from the same Gaussian test
@@ -218,8 +271,7 @@ def _svd_init(cl, m, n, k, scale, split_of, n_power_iter, rng, oversample=10):
     import dask
     import dask.array as da
 
-    ell = min(k + oversample, min(m, n))
-    G = rng.standard_normal((n, ell))
+    ell = G.shape[1]
 
     def product(by_row, F):
         blocks, bounds = cl.blocks(by_row)
@@ -282,8 +334,8 @@ def minimize_altmin_dask(problem, x0=None, *, client, callback=None, solver="aut
         As the single-machine solver, plus ``bytes_per_iter`` (bytes the driver broadcast and gathered
         per iteration: factors only), ``n_workers`` and ``row_blocks``/``col_blocks``.
     """
-    from ._altmin import _unpack_x0, balance_factors, clip_rows, gram_distance
-    from ._rowsolve import SOLVERS, USED_NAMES
+    from ._altmin import _threads
+    from ._rowsolve import SOLVERS
 
     client = _check_client(client)
     problem = _to_problem(problem)
@@ -308,6 +360,19 @@ def minimize_altmin_dask(problem, x0=None, *, client, callback=None, solver="aut
     if mu is not None:
         mu = check_positive(mu, "mu")
     rng = check_random_state(random_state)
+    with _threads(None):                        # BLAS on one thread for the driver's QRs, as on one machine
+        return _solve(problem, x0, client, callback, solver, init, clip, mu, sample_split, reg_scaling, center,
+                      maxiter, tol, xtol, atol, inner_tol, cg_steps, sketch_size, sketch_nnz, n_power_iter, rng,
+                      verbose, progress)
+
+
+def _solve(problem, x0, client, callback, solver, init, clip, mu, sample_split, reg_scaling, center, maxiter, tol,
+           xtol, atol, inner_tol, cg_steps, sketch_size, sketch_nnz, n_power_iter, rng, verbose, progress):
+    from ._altmin import _unpack_x0, balance_factors, clip_rows, gram_distance
+    from ._rowsolve import USED_NAMES
+
+    m, n = problem.shape
+    k = problem.rank
     seed = int(rng.integers(0, 2**62))
     lam = problem.reg
     dtype = problem.dtype
@@ -323,27 +388,21 @@ def minimize_altmin_dask(problem, x0=None, *, client, callback=None, solver="aut
     gmean, bu, bv = 0.0, np.zeros(m), np.zeros(n)
     row_blocks, col_blocks = lay.row_blocks, lay.col_blocks
     if center != "none":
-        sums = _gather_robust(client, lambda: [client.submit(_value_stats, b, pure=False) for b in row_blocks])
+        sums = cl.run(_value_stats, row_blocks)
         gmean = float(sum(s[0] for s in sums)) / nnz
         if center == "biases":
             du, dv = row_counts.astype(np.float64), col_counts.astype(np.float64)
             for _ in range(10):
-                bvf = cl.broadcast(bv)
-                num = _gather_robust(client, lambda: [client.submit(_bias_numerators, b, gmean, bvf, pure=False)
-                                                      for b in row_blocks])
+                num = cl.run(_bias_numerators, row_blocks, lambda i: (gmean,), shared=(bv,))
                 bu = np.concatenate(num) / (du + lam + (du == 0))
-                buf = cl.broadcast(bu)
-                num = _gather_robust(client, lambda: [client.submit(_bias_numerators, b, gmean, buf, pure=False)
-                                                      for b in col_blocks])
+                num = cl.run(_bias_numerators, col_blocks, lambda i: (gmean,), shared=(bu,))
                 bv = np.concatenate(num) / (dv + lam + (dv == 0))
         # centred copies, built on the workers from the persisted blocks (the biases ride in the task)
         rb, cb = lay.row_bounds, lay.col_bounds
-        row_blocks = [client.submit(_center_block, b, gmean, bu[rb[i]:rb[i + 1]], bv, dtype, pure=False)
-                      for i, b in enumerate(lay.row_blocks)]
-        col_blocks = [client.submit(_center_block, b, gmean, bv[cb[i]:cb[i + 1]], bu, dtype, pure=False)
-                      for i, b in enumerate(lay.col_blocks)]
+        row_blocks = cl.derive(_center_block, lay.row_blocks, lambda i: (gmean, bu[rb[i]:rb[i + 1]], bv, dtype))
+        col_blocks = cl.derive(_center_block, lay.col_blocks, lambda i: (gmean, bv[cb[i]:cb[i + 1]], bu, dtype))
     cl.blocks = lambda by_row: ((row_blocks, lay.row_bounds) if by_row else (col_blocks, lay.col_bounds))
-    stats = _gather_robust(client, lambda: [client.submit(_value_stats, b, pure=False) for b in row_blocks])
+    stats = cl.run(_value_stats, row_blocks)
     ref_norm = float(np.sqrt(sum(s[1] for s in stats))) or 1.0
 
     nparts = 2 * maxiter + 1
@@ -362,10 +421,10 @@ def minimize_altmin_dask(problem, x0=None, *, client, callback=None, solver="aut
         warm_v = False
         V = np.zeros((n, k), dtype=dtype)
         if init == "svd":
-            sizes = _gather_robust(client, lambda: [client.submit(_abs_sum, b, split_of(0)(True), pure=False)
-                                                    for b in row_blocks])
+            sizes = cl.run(_abs_sum, row_blocks, lambda i: (split_of(0)(True),))
             p0 = max(sum(s[1] for s in sizes), 1) / (m * n)
-            Q, s = _svd_init(cl, m, n, k, 1.0 / p0, split_of(0), n_power_iter, rng)
+            G = rng.standard_normal((n, min(k + 10, min(m, n))))       # the single-machine test matrix
+            Q, s = _retry(lambda: _svd_init(cl, G, k, 1.0 / p0, split_of(0), n_power_iter))
             if clip:
                 mu_used = mu
                 if mu_used is None:
@@ -373,7 +432,7 @@ def minimize_altmin_dask(problem, x0=None, *, client, callback=None, solver="aut
                 Q, n_clipped = clip_rows(Q, mu_used)
             U = (Q * np.sqrt(np.maximum(s, 0.0))).astype(dtype) if lam > 0 else Q.astype(dtype)
         else:
-            sums = _gather_robust(client, lambda: [client.submit(_abs_sum, b, None, pure=False) for b in row_blocks])
+            sums = cl.run(_abs_sum, row_blocks, lambda i: (None,))
             scale = np.sqrt(sum(s[0] for s in sums) / nnz / k) if nnz else 1.0
             U = (rng.standard_normal((m, k)) * scale).astype(dtype)
     init_time = time.perf_counter() - t_init
@@ -393,15 +452,8 @@ def minimize_altmin_dask(problem, x0=None, *, client, callback=None, solver="aut
         blocks, bounds = cl.blocks(by_row)
         split = split_of(part)(by_row)
         task_kw = dict(kw, shift=0 if by_row else m)
-        state = {}
-
-        def submit():
-            state["f"] = cl.broadcast(fixed)
-            return [client.submit(_solve_task, b, state["f"], None if warm is None else warm[bounds[i]:bounds[i + 1]],
-                                  dict(task_kw), split, by_row, pure=False)
-                    for i, b in enumerate(blocks)]
-
-        out = _gather_robust(client, submit)
+        out = cl.run(_solve_task, blocks, lambda i: (None if warm is None else warm[bounds[i]:bounds[i + 1]],
+                                                     dict(task_kw), split, by_row), shared=(fixed,))
         if warm is not None:
             cl.bytes += warm.nbytes
         for o in out:

@@ -102,7 +102,12 @@ def test_exact_recovery_and_only_factors_move(client):
     Us, Vs, r, c, vals = _instance(m, n, k, p=0.3, seed=5)
     prob = DaskMatrixCompletion.from_problem(MatrixCompletion(r, c, vals, (m, n), k, truth=(Us, Vs)),
                                              row_blocks=5, col_blocks=3)
-    res = minimize_altmin_dask(prob, client=client, maxiter=60, random_state=0)
+    sent = []
+
+    def snap(_):
+        sent.append(sum(client.run(lambda dask_worker: dask_worker.transfer_outgoing_bytes_total).values()))
+
+    res = minimize_altmin_dask(prob, client=client, maxiter=60, random_state=0, callback=snap)
     assert res.success
     assert res.history["rel_error"][-1] < 1e-8
     # bytes the driver moves per iteration: broadcast of both factors to 2 workers, warm starts, the new
@@ -110,6 +115,11 @@ def test_exact_recovery_and_only_factors_move(client):
     per_factor_entry = res.bytes_per_iter / ((m + n) * k * 8)
     assert 3.5 < per_factor_entry < 7
     assert res.row_blocks == 5 and res.col_blocks == 3
+    # what the workers sent per iteration (peer fetches of the scattered factor + results to the driver):
+    # a few factors' worth, never a block of Omega (pinned tasks; |Omega| * 16 B is ~25x a factor here)
+    worker_sent = np.diff(sent)
+    assert worker_sent.max() < 4 * (m + n) * k * 8
+    assert 4 * (m + n) * k * 8 < r.size * 16 / 6
 
 
 def _write_parts(tmp_path, r, c, vals, nparts, fmt, order_seed=0):

@@ -77,7 +77,7 @@ def test_solve_task_matches_lstsq_and_residual():
     kw = dict(reg=0.0, reg_scaling="none", solver="cholesky", inner_tol=1e-12, cg_steps=3, sketch_size=None,
               sketch_nnz=8, seed=0, check=False, shift=0)
     for b in blocks:
-        rows, status, used, steps, work, res = _solve_task(b, V, None, dict(kw), None, True)
+        rows, status, used, steps, work, res = _solve_task(b, None, dict(kw), None, True, V)
         for i in range(b.size):
             sl = slice(b.indptr[i], b.indptr[i + 1])
             x = np.linalg.lstsq(V[b.indices[sl]], b.values[sl], rcond=None)[0]
