@@ -15,6 +15,9 @@ observed entries, scored on held-out entries:
 - ``fancyimpute SoftImpute`` (0.7.0, if installed; dense NaN input, truncated SVD with ``max_rank=k``).
   fancyimpute 0.7.0 calls ``check_array(force_all_finite=...)``, removed in scikit-learn 1.8; ``softimpute_peer``
   rebinds fancyimpute's ``check_array`` to a wrapper that passes ``ensure_all_finite`` instead (no other change).
+
+The peers run with BLAS pinned to ``NUMOPT_BENCH_PEER_BLAS_THREADS`` (default 1) threads, like numopt's
+solver; set it to 2 to give them both cores.
 """
 from __future__ import annotations
 
@@ -29,6 +32,16 @@ import numpy as np  # noqa: E402
 import scipy.sparse as sp  # noqa: E402
 
 __all__ = ["main", "synthetic", "scipy_als", "softimpute_peer", "print_table"]
+
+# BLAS threads given to the peers (numopt pins BLAS to 1 thread and runs its own kernels on all cores).
+# On a loaded 2-core machine, 2 spinning OpenBLAS threads made SoftImpute ~10x slower than 1 thread.
+BLAS_THREADS = int(os.environ.get("NUMOPT_BENCH_PEER_BLAS_THREADS", "1"))
+
+
+def _blas_threads(n):
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(n, "blas")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -70,16 +83,18 @@ def scipy_als(rows, cols, vals, shape, k, *, reg=0.0, maxiter=10, U0=None, seed=
         return np.linalg.solve(G, (Mv @ F)[:, :, None])[:, :, 0]
 
     V = np.zeros((n, k))
-    for it in range(maxiter):
-        V = half(St, maskt, U)
-        U = half(S, mask, V)
-        if callback is not None:
-            callback(it + 1, U, V)
+    with _blas_threads(BLAS_THREADS):
+        for it in range(maxiter):
+            V = half(St, maskt, U)
+            U = half(S, mask, V)
+            if callback is not None:
+                callback(it + 1, U, V)
     return U, V
 
 
 def softimpute_peer(X_nan, k, *, max_iters=100):
-    """**Peer**: fancyimpute's SoftImpute on a dense NaN matrix (``max_rank=k``). Raises ImportError."""
+    """**Peer**: fancyimpute's SoftImpute on a dense NaN matrix (``max_rank=k``; ``k=None``: its defaults,
+    full SVDs). Raises ImportError when fancyimpute is missing."""
     import fancyimpute.soft_impute
     import fancyimpute.solver
     from sklearn.utils import check_array
@@ -89,8 +104,10 @@ def softimpute_peer(X_nan, k, *, max_iters=100):
 
     fancyimpute.solver.check_array = _check_array
     fancyimpute.soft_impute.check_array = _check_array
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _blas_threads(BLAS_THREADS):
         warnings.simplefilter("ignore")
+        if k is None:
+            return fancyimpute.soft_impute.SoftImpute(max_iters=max_iters, verbose=False).fit_transform(X_nan)
         return fancyimpute.soft_impute.SoftImpute(max_rank=k, max_iters=max_iters, verbose=False,
                                                   init_fill_method="zero").fit_transform(X_nan)
 
@@ -154,10 +171,8 @@ def scale_table(m, nnz, ranks, iters, target_iters, max_target_iters, seed=0):
         base = dict(maxiter=iters, tol=0.0, xtol=0.0, atol=0.0, random_state=seed)
         per = {}
         for solver in ("cholesky", "cg", "sketch-cg", "auto"):
-            c0 = time.process_time()
             res = _run(P, solver=solver, **base)
-            cpu = (time.process_time() - c0 - 0.0) / max(res.nit, 1)
-            per[solver] = (res, cpu)
+            per[solver] = (res, float(np.median(res.history["iter_cpu"])))
         # the objective exact ALS reaches after target_iters iterations, and the time each solver needs
         ref = _run(P, solver="cholesky", maxiter=target_iters, tol=0.0, xtol=0.0, atol=0.0, random_state=seed)
         f_target = ref.history["fun"][-1] * (1 + 1e-6)
@@ -178,6 +193,7 @@ def scale_table(m, nnz, ranks, iters, target_iters, max_target_iters, seed=0):
             ok = r2.history["fun"][-1] <= f_target
             reach[solver] = (r2.nit if ok else None, float(np.sum(r2.history["iter_time"])) if ok else None)
         t_chol = float(np.median(per["cholesky"][0].history["iter_time"]))
+        c_chol = per["cholesky"][1]
         for solver, (res, cpu) in per.items():
             t_it = float(np.median(res.history["iter_time"]))
             its, tt = reach.get(solver, (None, None))
@@ -186,7 +202,7 @@ def scale_table(m, nnz, ranks, iters, target_iters, max_target_iters, seed=0):
                 "s_per_iter": t_it, "cpu_s_per_iter": cpu,
                 "passes_per_iter": float(np.mean(res.history["row_passes"])),
                 "dense_passes": float(res.dense_passes),
-                "speedup_vs_cholesky": t_chol / t_it,
+                "speedup_vs_cholesky": t_chol / t_it, "cpu_speedup": c_chol / cpu,
                 f"iters_to_f(chol@{target_iters})": "-" if solver == "sketch-cg" else (its if its else "not reached"),
                 "time_to_f_s": "-" if (solver == "sketch-cg" or tt is None) else tt,
             })
@@ -278,10 +294,7 @@ def digits_table(seed=0):
         out.append({"method": "PEER fancyimpute SoftImpute(max_rank=15)", "rel_err_hidden": err(Y),
                     "time_s": time.perf_counter() - t0})
         t0 = time.perf_counter()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            import fancyimpute.soft_impute
-            Y = fancyimpute.soft_impute.SoftImpute(verbose=False).fit_transform(X)
+        Y = softimpute_peer(X, None)
         out.append({"method": "PEER fancyimpute SoftImpute() defaults", "rel_err_hidden": err(Y),
                     "time_s": time.perf_counter() - t0})
     except ImportError:
@@ -312,10 +325,13 @@ def main(argv=None):
           f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}")
     print(f"cold start (first calls, JIT compile or cache load): {_warm():.2f} s")
     if "scale" not in args.skip:
-        rows = scale_table(m, nnz, args.ranks, args.iters, args.target_iters, max_target_iters=10 * args.target_iters)
-        print_table(rows, f"Per-iteration cost, {m} x {m}, |Omega| = {nnz:.3g}, rank-k data + 0.1 noise, reg = 0 "
-                          f"(median of {args.iters} iterations; passes = row-solve FMAs / (|Omega| k) incl. the "
-                          f"residual pass; exact-Cholesky ALS = solver 'cholesky')")
+        print(f"\nPer-iteration cost, {m} x {m}, |Omega| = {nnz:.3g}, rank-k data + 0.1 noise, reg = 0 "
+              f"(median of {args.iters} iterations; passes = row-solve FMAs / (|Omega| k) incl. the residual pass; "
+              f"exact-Cholesky ALS = solver 'cholesky'; cpu_s = CPU seconds of all threads per iteration, robust to other "
+              f"jobs on the machine)")
+        for k in args.ranks:                     # one table per rank, printed as soon as it is measured
+            rows = scale_table(m, nnz, [k], args.iters, args.target_iters, max_target_iters=10 * args.target_iters)
+            print_table(rows, f"k = {k}")
     if "peers" not in args.skip:
         pm = peer_m
         rows = peer_table(pm, int(0.1 * pm * pm), 8, maxiter=50)

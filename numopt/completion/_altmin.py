@@ -92,8 +92,8 @@ def balance_factors(U, V):
 def _split_block(indptr, labels, part, indices, values):
     """The CSR block of the entries whose split label equals ``part``."""
     keep = labels == part
-    counts = np.add.reduceat(keep.astype(np.int64), indptr[:-1]) if keep.size else np.zeros(indptr.size - 1, np.int64)
-    counts[np.diff(indptr) == 0] = 0            # reduceat quirk on empty rows
+    owner = np.repeat(np.arange(indptr.size - 1), np.diff(indptr))
+    counts = np.bincount(owner[keep], minlength=indptr.size - 1)
     ip = np.zeros(indptr.size, dtype=np.int64)
     np.cumsum(counts, out=ip[1:])
     return ip, indices[keep], values[keep]
@@ -228,7 +228,7 @@ def minimize_altmin(problem, x0=None, *, callback=None, solver="auto", init="svd
     cg_steps : int
         Maximum CG steps per row and half-step for ``"cg"`` (3, as in implicit).
     sketch_size : int, optional
-        Sketch rows :math:`s` (default :math:`4k`). sketch_nnz : int -- nonzeros per sketch column (8).
+        Sketch rows :math:`s \ge k` (default :math:`4k`).
     sketch_nnz : int
         Nonzeros :math:`\zeta` per column of the sparse sign embedding.
     n_power_iter : int
@@ -245,7 +245,9 @@ def minimize_altmin(problem, x0=None, *, callback=None, solver="auto", init="svd
     OptimizeResult
         ``x`` (packed U, V), ``U``, ``V``, ``fun``, ``nit``, ``success``, ``history`` with per-iteration
         ``fun``, ``rmse`` (observed), ``rel_residual``, ``rel_change``, ``rel_error`` (when the problem
-        has ``truth``), ``iter_time``, ``passes`` (FMAs / (|Omega| k)) and ``inner_steps``; also
+        has ``truth``), ``iter_time`` (wall), ``iter_cpu`` (CPU seconds, all threads), ``passes`` (FMAs /
+        (|Omega| k), including the O((m+n)k^2) dense work), ``row_passes`` (row solves and the residual pass
+        only) and ``inner_steps``; also
         ``rmse``, ``global_mean``, ``row_bias``, ``col_bias``, ``n_cold_rows``, ``n_cold_cols``,
         ``n_rank_deficient`` (rows + columns guarded in the last iteration), ``solver_counts`` (row solves
         per solver in the last iteration), ``time_per_iter``, ``passes_per_iter``, ``init_time``.
@@ -372,6 +374,7 @@ def _altmin(problem, x0, callback, solver, init, clip, mu, sample_split, reg_sca
     k2_dense = 0
     for it in range(maxiter):
         t0 = time.perf_counter()
+        c0 = time.process_time()
         # V-step: columns against the fixed U
         U, sv = half_step(2 * it + 1, False, U, V, warm_v)
         V = sv.rows
@@ -407,6 +410,7 @@ def _altmin(problem, x0, callback, solver, init, clip, mu, sample_split, reg_sca
             d2, x2 = gram_distance(U, V, Ut, Vt)
             fields["rel_error"] = np.sqrt(d2 / x2) if x2 > 0 else np.sqrt(d2)
         fields["iter_time"] = time.perf_counter() - t0
+        fields["iter_cpu"] = time.process_time() - c0      # CPU seconds of all threads (robust to a busy machine)
         n_rank_def = sv.n_rank_deficient + su.n_rank_deficient
         if mon.step(np.concatenate([U.ravel(), V.ravel()]), **fields):
             break

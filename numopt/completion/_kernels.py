@@ -406,6 +406,17 @@ def _ridge_objective(At, b, nn, k, sigma, x, y):
 
 
 @njit(cache=True, nogil=True)
+def _ridge_rows(B, y, start, k, sigma):
+    """Append the rows [sqrt(sigma) I | 0] at row ``start`` of the least-squares system (B, y)."""
+    sq = math.sqrt(sigma)
+    for t in range(k):
+        for a in range(k):
+            B[start + t, a] = 0.0
+        B[start + t, t] = sq
+        y[start + t] = 0.0
+
+
+@njit(cache=True, nogil=True)
 def _qr_row(A, b, nn, k, sigma, x, B, y, R):
     """Exact solve by Householder QR of [A; sqrt(sigma) I]; returns False if numerically rank deficient."""
     nr = nn + k if sigma > 0.0 else nn
@@ -416,12 +427,7 @@ def _qr_row(A, b, nn, k, sigma, x, B, y, R):
             B[t, a] = A[t, a]
         y[t] = b[t]
     if sigma > 0.0:
-        sq = math.sqrt(sigma)
-        for t in range(k):
-            for a in range(k):
-                B[nn + t, a] = 0.0
-            B[nn + t, t] = sq
-            y[nn + t] = 0.0
+        _ridge_rows(B, y, nn, k, sigma)
     ok = _householder_qr(B, nr, k, R, 1e-12)
     work = 2 * nr * k * k
     if not ok:
@@ -459,12 +465,7 @@ def _sketch_row(A, At, b, nn, k, sigma, x, s, zeta, rowseed, tol, maxit, SA, Sb,
             Sb[tgt] += sg * b[t]
     work = nn * zeta * (k + 1)
     if sigma > 0.0:
-        sq = math.sqrt(sigma)
-        for t in range(k):
-            for a in range(k):
-                SA[s + t, a] = 0.0
-            SA[s + t, t] = sq
-            Sb[s + t] = 0.0
+        _ridge_rows(SA, Sb, s, k, sigma)
     ok = _householder_qr(SA, nr, k, R, 1e-12)
     work += 2 * nr * k * k
     if not ok:

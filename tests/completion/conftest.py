@@ -1,6 +1,11 @@
 """Shared fixtures of the matrix-completion tests."""
-import numpy as np
-import pytest
+import os
+
+# Numba's OpenMP workers spin by default; on a loaded 2-core CI box that made a 1 ms kernel take 20 ms.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
 
 
 @pytest.fixture(scope="session", autouse=True)

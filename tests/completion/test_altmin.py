@@ -163,6 +163,11 @@ def test_sample_split_theory_mode():
     counts = np.bincount(lab, minlength=13)
     assert counts.sum() == P.nnz and counts.min() > 0.9 * P.nnz / 13
     np.testing.assert_array_equal(lab, split_labels(P.rows, P.cols, 200, 123, 13))
+    # cold trailing rows and columns are fine in theory mode too
+    keep = (r < 290) & (c < 195)
+    Q = MatrixCompletion(r[keep], c[keep], vals[keep], (300, 200), 2)
+    res = run(Q, sample_split=True, maxiter=3, solver="cg", random_state=0)
+    assert np.all(np.isfinite(res.U)) and np.all(res.U[295] == 0) and np.all(res.V[199] == 0)
 
 
 def test_rmse_definition_and_result_fields():
