@@ -186,13 +186,19 @@ def _to_problem(problem):
     raise TypeError(f"problem must be a MatrixCompletion or DaskMatrixCompletion; got {type(problem).__name__}")
 
 
-def _check_client(client):
+def _check_client(client, stack):
+    """A running ``distributed.Client``; a scheduler address is connected to for this solve only."""
     try:
         from distributed import Client
     except ImportError as exc:  # pragma: no cover
         raise ImportError("client= needs the optional extra numopt[dask] (dask, distributed)") from exc
+    if isinstance(client, str):
+        try:
+            client = stack.enter_context(Client(client, set_as_default=False, timeout="20s"))
+        except OSError as exc:
+            raise ValueError(f"client: cannot connect to the Dask scheduler at {client!r} ({exc})") from None
     if not isinstance(client, Client):
-        raise TypeError(f"client must be a distributed.Client; got {type(client).__name__}")
+        raise TypeError(f"client must be a distributed.Client or a scheduler address; got {type(client).__name__}")
     if client.status != "running":
         raise ValueError(f"client is not running (status {client.status!r})")
     return client
@@ -320,8 +326,8 @@ def minimize_altmin_dask(problem, x0=None, *, client, callback=None, solver="aut
     problem : DaskMatrixCompletion or MatrixCompletion
         An in-memory problem is split into partitions embedded in the task graph.
     x0 : (U, V) or packed array, optional
-    client : distributed.Client
-        The cluster to run on.
+    client : distributed.Client or str
+        The cluster to run on (or its scheduler address, connected to for this solve).
 
     Options
     -------
@@ -334,10 +340,11 @@ def minimize_altmin_dask(problem, x0=None, *, client, callback=None, solver="aut
         As the single-machine solver, plus ``bytes_per_iter`` (bytes the driver broadcast and gathered
         per iteration: factors only), ``n_workers`` and ``row_blocks``/``col_blocks``.
     """
+    import contextlib
+
     from ._altmin import _threads
     from ._rowsolve import SOLVERS
 
-    client = _check_client(client)
     problem = _to_problem(problem)
     check_choice(solver, "solver", tuple(SOLVERS))
     check_choice(init, "init", ("svd", "random"))
@@ -360,7 +367,9 @@ def minimize_altmin_dask(problem, x0=None, *, client, callback=None, solver="aut
     if mu is not None:
         mu = check_positive(mu, "mu")
     rng = check_random_state(random_state)
-    with _threads(None):                        # BLAS on one thread for the driver's QRs, as on one machine
+    with contextlib.ExitStack() as stack:
+        client = _check_client(client, stack)
+        stack.enter_context(_threads(None))     # BLAS on one thread for the driver's QRs, as on one machine
         return _solve(problem, x0, client, callback, solver, init, clip, mu, sample_split, reg_scaling, center,
                       maxiter, tol, xtol, atol, inner_tol, cg_steps, sketch_size, sketch_nnz, n_power_iter, rng,
                       verbose, progress)

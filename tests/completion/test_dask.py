@@ -242,7 +242,7 @@ def test_missing_columns_and_bad_sources(client, tmp_path):
     with pytest.raises(ValueError, match=r"no column\(s\) \['value'\]"):
         DaskMatrixCompletion(dd.from_pandas(pd.DataFrame({"row": [0], "col": [0]}), npartitions=1), (4, 4), 1)
     with pytest.raises(TypeError, match="client must be a distributed.Client"):
-        minimize_altmin_dask(DaskMatrixCompletion([str(p)], (4, 4), 1), client="tcp://nowhere")
+        minimize_altmin_dask(DaskMatrixCompletion([str(p)], (4, 4), 1), client=3)
 
 
 def test_bad_dask_array_chunk_named(client):
@@ -251,3 +251,39 @@ def test_bad_dask_array_chunk_named(client):
     with pytest.raises(ValueError, match=r"partition 1: col index 9 out of range \[0, 5\)"):
         minimize_altmin_dask(DaskMatrixCompletion(da.from_array(a, chunks=(2, 3)), (5, 5), 1), client=client,
                              maxiter=1)
+
+
+# ---- the public doors: minimize(..., options={"client": ...}) and MatrixCompleter(client=...) --------
+def test_minimize_with_client_option(client, problem, tmp_path):
+    import numopt
+    from numopt.completion import DaskMatrixCompletion as Exported
+
+    assert Exported is DaskMatrixCompletion
+    paths = _write_parts(tmp_path, problem.rows, problem.cols, problem.values, 2, "npz")
+    dprob = DaskMatrixCompletion(paths, problem.shape, 3)
+    opts = dict(maxiter=3, random_state=5, n_power_iter=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        ref = numopt.minimize(problem, method="altmin", options=opts)
+        got = numopt.minimize(dprob, method="altmin", options={**opts, "client": client})
+        mem = numopt.minimize(problem, method="altmin", options={**opts, "client": client})
+    assert got.n_workers == mem.n_workers == 2 and not hasattr(ref, "n_workers")
+    assert _rel_dist(got, ref) < 1e-8 and _rel_dist(mem, ref) < 1e-8
+    with pytest.raises(ValueError, match="pass options=\\{'client': client\\}"):
+        numopt.minimize(dprob, method="altmin")
+
+
+def test_estimator_with_client(client):
+    from numopt.completion import MatrixCompleter
+
+    Us, Vs, r, c, vals = _instance(m=120, n=90, p=0.5, seed=8)
+    X = np.full((120, 90), np.nan)
+    X[r, c] = vals
+    kw = dict(rank=3, max_iter=4, random_state=0, solver="cholesky")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        ref = MatrixCompleter(**kw).fit(X)
+        got = MatrixCompleter(**kw, client=client.scheduler.address).fit(X)   # an address survives clone()
+    assert got.result_.n_workers == 2
+    np.testing.assert_allclose(got.predict(r, c), ref.predict(r, c), rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(got.transform(X), ref.transform(X), rtol=1e-8, atol=1e-10)
