@@ -75,6 +75,10 @@ def _worker_sent(dask_worker):
     return int(dask_worker.transfer_outgoing_bytes_total)
 
 
+def _cpu():
+    return time.process_time()
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m numopt.bench dask", description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small problem (|Omega| = 1e6)")
@@ -116,40 +120,47 @@ def main(argv=None):
             t = time.perf_counter()
             minimize_altmin_dask(prob, client=client, **dict(opts, maxiter=1))
             t_cold = time.perf_counter() - t
-            sent = []
+            sent, cpu = [], []
 
             def snap(res):
                 sent.append(sum(client.run(_worker_sent).values()))
+                cpu.append(sum(client.run(_cpu).values()) + time.process_time())
 
-            sent.append(sum(client.run(_worker_sent).values()))
+            snap(None)
             t = time.perf_counter()
             res = minimize_altmin_dask(prob, client=client, callback=snap, **opts)
             t_total = time.perf_counter() - t
             it = np.asarray(res.history["iter_time"])
             per_iter_sent = np.diff(sent)[1:].mean() if len(sent) > 2 else np.diff(sent).mean()
+            per_iter_cpu = float(np.median(np.diff(cpu)[1:] if len(cpu) > 2 else np.diff(cpu)))
             rows.append(dict(who=f"dask, {w} worker{'s' if w > 1 else ''}", layout=t_layout, cold=t_cold,
-                             init=res.init_time, iter=float(np.median(it)), total=t_total,
+                             init=res.init_time, iter=float(np.median(it)), cpu=per_iter_cpu, total=t_total,
                              driver=res.bytes_per_iter, sent=per_iter_sent, fun=res.history["fun"][-1],
                              omega=lay.nbytes))
+            _print_row(rows[-1], rows[0], factor_bytes, nnz, header=len(rows) == 1)
     if not args.no_peer:
         source = synthetic_source(m, n, args.nnz, k, parts=16)
         _, peer = _single_machine(source, (m, n), k, opts, nworkers)
         for w, (res, tt) in peer.items():
             rows.append(dict(who=f"single machine, {w} thread{'s' if w > 1 else ''}", layout=np.nan, cold=np.nan,
                              init=res.init_time, iter=float(np.median(res.history["iter_time"])), total=tt,
+                             cpu=float(np.median(res.history.get("iter_cpu", [np.nan]))),
                              driver=0.0, sent=0.0, fun=res.history["fun"][-1], omega=np.nan))
-    print(f"# |Omega| = {nnz:,} ; factors (m+n)k*8 B = {factor_bytes / 2**20:.1f} MiB ; "
-          f"Omega as 16 B/entry = {nnz * 16 / 2**20:.0f} MiB\n")
-    base = rows[0]["iter"]
-    print(f"| run | layout s | cold 1st solve s | init s | s / iteration | vs 1 worker | driver MiB / it | "
-          f"workers sent MiB / it | moved / ((m+n)k*8) | moved / (16 B * Omega) | final f |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
-    for r in rows:
-        moved = r["driver"] + r["sent"]
-        print(f"| {r['who']} | {r['layout']:.1f} | {r['cold']:.1f} | {r['init']:.2f} | {r['iter']:.2f} | "
-              f"{base / r['iter']:.2f}x | {r['driver'] / 2**20:.1f} | {r['sent'] / 2**20:.1f} | "
-              f"{moved / factor_bytes:.1f} | {moved / (16 * nnz):.4f} | {r['fun']:.4g} |")
+            _print_row(rows[-1], rows[0], factor_bytes, nnz, header=False)
+    print(f"\n# |Omega| = {nnz:,} ; factors (m+n)k*8 B = {factor_bytes / 2**20:.1f} MiB ; "
+          f"Omega as 16 B/entry = {nnz * 16 / 2**20:.0f} MiB")
     return 0
+
+
+def _print_row(r, first, factor_bytes, nnz, header):
+    if header:
+        print("| run | layout s | cold 1st solve s | init s | s / iteration | vs dask 1 worker | CPU s / iteration "
+              "| driver MiB / it | workers sent MiB / it | moved / ((m+n)k*8 B) | moved / (16 B x Omega) | final f |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    moved = r["driver"] + r["sent"]
+    print(f"| {r['who']} | {r['layout']:.1f} | {r['cold']:.1f} | {r['init']:.2f} | {r['iter']:.2f} | "
+          f"{first['iter'] / r['iter']:.2f}x | {r['cpu']:.2f} | {r['driver'] / 2**20:.1f} | {r['sent'] / 2**20:.1f} | "
+          f"{moved / factor_bytes:.1f} | {moved / (16 * nnz):.4f} | {r['fun']:.4g} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -56,10 +56,13 @@ def _major_ids(block):
     return np.repeat(np.arange(block.offset, block.offset + block.size, dtype=np.int64), np.diff(block.indptr))
 
 
-def _center_block(block, gmean, bias_major, bias_minor, dtype):
-    """Subtract the global mean and the row/column biases (as the single-machine solver does)."""
+def _center_block(block, gmean, bias_major, bias_minor, dtype, by_row):
+    """Subtract the global mean and the row/column biases (as the single-machine solver does, in the same
+    order of additions: ``(mean + row bias) + column bias``, so the centred values are bitwise equal)."""
     major = np.repeat(np.arange(block.size), np.diff(block.indptr))
-    off = gmean + bias_major[major] + bias_minor[block.indices]
+    bu, bv = (bias_major[major], bias_minor[block.indices]) if by_row else (bias_minor[block.indices],
+                                                                           bias_major[major])
+    off = gmean + bu + bv
     return block._replace(values=(block.values - off).astype(dtype))
 
 
@@ -408,8 +411,10 @@ def _solve(problem, x0, client, callback, solver, init, clip, mu, sample_split, 
                 bv = np.concatenate(num) / (dv + lam + (dv == 0))
         # centred copies, built on the workers from the persisted blocks (the biases ride in the task)
         rb, cb = lay.row_bounds, lay.col_bounds
-        row_blocks = cl.derive(_center_block, lay.row_blocks, lambda i: (gmean, bu[rb[i]:rb[i + 1]], bv, dtype))
-        col_blocks = cl.derive(_center_block, lay.col_blocks, lambda i: (gmean, bv[cb[i]:cb[i + 1]], bu, dtype))
+        row_blocks = cl.derive(_center_block, lay.row_blocks,
+                               lambda i: (gmean, bu[rb[i]:rb[i + 1]], bv, dtype, True))
+        col_blocks = cl.derive(_center_block, lay.col_blocks,
+                               lambda i: (gmean, bv[cb[i]:cb[i + 1]], bu, dtype, False))
     cl.blocks = lambda by_row: ((row_blocks, lay.row_bounds) if by_row else (col_blocks, lay.col_bounds))
     stats = cl.run(_value_stats, row_blocks)
     ref_norm = float(np.sqrt(sum(s[1] for s in stats))) or 1.0

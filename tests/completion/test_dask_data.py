@@ -55,12 +55,18 @@ def test_matmul_center_bias_and_split_tasks():
     np.testing.assert_allclose(got, 2.5 * A @ F, rtol=1e-13, atol=1e-13)
     # centring: value - mean - bu[i] - bv[j]
     bu, bv = np.arange(m) / 7.0, -np.arange(n) / 5.0
-    cen = [_center_block(b, 0.3, bu[b.offset:b.offset + b.size], bv, np.float64) for b in blocks]
-    ref = {(i, j): x - 0.3 - bu[i] - bv[j] for i, j, x in zip(r, c, v)}
+    cen = [_center_block(b, 0.3, bu[b.offset:b.offset + b.size], bv, np.float64, True) for b in blocks]
+    ref = {(i, j): x - (0.3 + bu[i] + bv[j]) for i, j, x in zip(r, c, v)}    # single-machine order
     for b in cen:
         rows = np.repeat(np.arange(b.offset, b.offset + b.size), np.diff(b.indptr))
         for i, j, x in zip(rows, b.indices, b.values):
-            assert x == pytest.approx(ref[(i, j)], abs=1e-14)
+            assert x == ref[(i, j)]          # same order of additions: bitwise
+    cb = np.array([0, 4, 9])
+    for b in _blocks(r, c, v, m, n, cb, False):
+        b = _center_block(b, 0.3, bv[b.offset:b.offset + b.size], bu, np.float64, False)
+        cols = np.repeat(np.arange(b.offset, b.offset + b.size), np.diff(b.indptr))
+        for j, i, x in zip(cols, b.indices, b.values):
+            assert x == ref[(i, j)]
     num = np.concatenate([_bias_numerators(b, 0.3, bv) for b in blocks])
     np.testing.assert_allclose(num, np.bincount(r, weights=v - 0.3 - bv[c], minlength=m), atol=1e-13)
     # split parts: the union over parts is the block, the parts are disjoint
