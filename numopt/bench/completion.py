@@ -161,7 +161,8 @@ def _run(P, **opts):
 # --------------------------------------------------------------------------------------------------
 # table 1: the scale protocol
 # --------------------------------------------------------------------------------------------------
-def scale_table(m, nnz, ranks, iters, target_iters, max_target_iters, seed=0):
+def scale_table(m, nnz, ranks, iters, target_iters, max_target_iters, seed=0,
+                solvers=("cholesky", "cg", "sketch-cg", "auto")):
     from numopt.problems import MatrixCompletion
 
     out = []
@@ -170,17 +171,15 @@ def scale_table(m, nnz, ranks, iters, target_iters, max_target_iters, seed=0):
         P = MatrixCompletion(rows, cols, vals, (m, m), k)
         base = dict(maxiter=iters, tol=0.0, xtol=0.0, atol=0.0, random_state=seed)
         per = {}
-        for solver in ("cholesky", "cg", "sketch-cg", "auto"):
+        for solver in dict.fromkeys(("cholesky",) + tuple(solvers)):
             res = _run(P, solver=solver, **base)
             per[solver] = (res, float(np.median(res.history["iter_cpu"])))
         # the objective exact ALS reaches after target_iters iterations, and the time each solver needs
         ref = _run(P, solver="cholesky", maxiter=target_iters, tol=0.0, xtol=0.0, atol=0.0, random_state=seed)
         f_target = ref.history["fun"][-1] * (1 + 1e-6)
         reach = {"cholesky": (target_iters, float(np.sum(ref.history["iter_time"])))}
-        for solver in ("cg", "auto"):
-            hit = {}
-
-            def stop(r, hit=hit):
+        for solver in [s for s in ("cg", "auto") if s in solvers]:
+            def stop(r):
                 if r.fun <= f_target:
                     raise StopIteration
 
@@ -312,6 +311,8 @@ def main(argv=None):
     p.add_argument("--nnz", type=float, help="|Omega| of the scale test (default 4e6; quick 2e5)")
     p.add_argument("--ranks", type=int, nargs="+", default=[8, 32, 64])
     p.add_argument("--iters", type=int, default=3, help="iterations timed per solver")
+    p.add_argument("--solvers", nargs="+", default=["cholesky", "cg", "sketch-cg", "auto"],
+                   choices=["cholesky", "cg", "sketch-cg", "auto"], help="row solvers of the scale table")
     p.add_argument("--target-iters", type=int, default=5)
     p.add_argument("--peer-m", type=int, help="size of the peer comparison (default 1000; quick 500)")
     p.add_argument("--skip", nargs="*", default=[], choices=["scale", "peers", "digits"])
@@ -330,7 +331,8 @@ def main(argv=None):
               f"exact-Cholesky ALS = solver 'cholesky'; cpu_s = CPU seconds of all threads per iteration, robust to other "
               f"jobs on the machine)")
         for k in args.ranks:                     # one table per rank, printed as soon as it is measured
-            rows = scale_table(m, nnz, [k], args.iters, args.target_iters, max_target_iters=10 * args.target_iters)
+            rows = scale_table(m, nnz, [k], args.iters, args.target_iters, max_target_iters=10 * args.target_iters,
+                               solvers=args.solvers)
             print_table(rows, f"k = {k}")
     if "peers" not in args.skip:
         pm = peer_m

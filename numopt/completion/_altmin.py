@@ -382,9 +382,12 @@ def _altmin(problem, x0, callback, solver, init, clip, mu, sample_split, reg_sca
         # U-step: rows against the fixed V
         V, su = half_step(2 * it + 2, True, V, U, True)
         U = su.rows
-        # objective and metrics on all of Omega (one pass)
-        res_sq = K.row_residual_sq(csr_ip, csr_ix, csr_val, U, V)
-        sse = float(np.sum(res_sq))
+        # objective and metrics on all of Omega: the U-step returned each row's squared residual at the
+        # new iterate; only the theory mode (U-step on one part of Omega) needs a separate pass
+        if sample_split:
+            sse = float(np.sum(K.row_residual_sq(csr_ip, csr_ix, csr_val, U, V)))
+        else:
+            sse = float(np.sum(su.rss))
         f = 0.5 * sse
         if lam > 0:
             cu = problem.row_counts if reg_scaling == "count" else 1.0
@@ -399,7 +402,7 @@ def _altmin(problem, x0, callback, solver, init, clip, mu, sample_split, reg_sca
         else:
             rel_change = np.inf
         U_prev, V_prev = U, V
-        work = int(sv.work.sum() + su.work.sum()) + nnz * k            # row solves + the residual pass
+        work = int(sv.work.sum() + su.work.sum()) + (nnz * k if sample_split else 0)   # + residual pass
         dense = (m + n) * k * k * (4 if lam == 0.0 else 0) + 3 * (m + n) * k * k   # QRs and Gram formula
         k2_dense = dense
         fields = dict(fun=f, rmse=rmse, rel_residual=rel_res, rel_change=rel_change,

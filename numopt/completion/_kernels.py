@@ -329,14 +329,18 @@ def _normal_matvec(A, At, nn, k, sigma, p, q, y):
 
 
 @njit(cache=True, nogil=True, fastmath=_FM)
-def _cg_row(A, At, b, nn, k, sigma, x, tol, maxit, Rp, use_prec, r, z, p, q, rhs, y):
+def _cg_row(A, At, b, nn, k, sigma, x, tol, maxit, Rp, use_prec, r, z, p, q, rhs, y, sres):
     """(Preconditioned) CG on (A^T A + sigma I) x = A^T b from the given x.
 
     With ``use_prec`` the preconditioner is (R^T R)^{-1} (R from the QR of the sketch): this is CGLS
     on min ||A R^{-1} y - b|| in the x variable. Stops when ||r|| <= tol * ||A^T b|| or after ``maxit``
-    steps. Returns (steps, FMAs).
+    steps. The data residual ``sres = b - A x`` is carried along (``sres -= alpha A p``, N FMAs per step,
+    ``A p`` being computed anyway), so the final ``||A x - b||^2`` costs no extra pass.
+    Returns (steps, FMAs, ||A x - b||^2).
     """
-    _normal_residual(A, At, b, nn, k, sigma, x, r, rhs, y)
+    fres = _normal_residual(A, At, b, nn, k, sigma, x, r, rhs, y)
+    for t in range(nn):
+        sres[t] = y[t]
     work = 3 * nn * k
     bn = 0.0
     rn = 0.0
@@ -346,7 +350,7 @@ def _cg_row(A, At, b, nn, k, sigma, x, tol, maxit, Rp, use_prec, r, z, p, q, rhs
     bn = math.sqrt(bn)
     thresh = tol * bn
     if math.sqrt(rn) <= thresh or bn == 0.0:
-        return 0, work
+        return 0, work, fres
     for a in range(k):
         z[a] = r[a]
     if use_prec:
@@ -372,6 +376,8 @@ def _cg_row(A, At, b, nn, k, sigma, x, tol, maxit, Rp, use_prec, r, z, p, q, rhs
             x[a] += alpha * p[a]
             r[a] -= alpha * q[a]
             rn += r[a] * r[a]
+        for t in range(nn):             # y = A p from the matvec
+            sres[t] -= alpha * y[t]
         if math.sqrt(rn) <= thresh:
             break
         for a in range(k):
@@ -389,7 +395,10 @@ def _cg_row(A, At, b, nn, k, sigma, x, tol, maxit, Rp, use_prec, r, z, p, q, rhs
         rz = rz_new
         for a in range(k):
             p[a] = z[a] + beta * p[a]
-    return steps, work
+    fres = 0.0
+    for t in range(nn):
+        fres += sres[t] * sres[t]
+    return steps, work, fres
 
 
 @njit(cache=True, nogil=True, fastmath=_FM)
@@ -402,6 +411,28 @@ def _ridge_objective(At, b, nn, k, sigma, x, y):
         f += d * d
     for a in range(k):
         f += sigma * x[a] * x[a]
+    return f
+
+
+@njit(cache=True, nogil=True, fastmath=_FM)
+def _data_residual_gathered(At, b, nn, k, x, y):
+    """||A x - b||^2 with the gathered design (vectorized axpys, N k FMAs)."""
+    _apply(At, nn, k, x, y)
+    f = 0.0
+    for t in range(nn):
+        d = y[t] - b[t]
+        f += d * d
+    return f
+
+
+@njit(cache=True, nogil=True, fastmath=_FM)
+def _data_residual_rows(indptr, indices, F, values, row, k, x):
+    """||A x - b||^2 reading the fixed-factor rows in place (N k FMAs)."""
+    xx = x.reshape((1, k))
+    f = 0.0
+    for e in range(indptr[row], indptr[row + 1]):
+        d = _dot(F, indices[e], xx, 0, k) - values[e]
+        f += d * d
     return f
 
 
@@ -441,12 +472,12 @@ def _qr_row(A, b, nn, k, sigma, x, B, y, R):
 
 @njit(cache=True, nogil=True, fastmath=_FM)
 def _sketch_row(A, At, b, nn, k, sigma, x, s, zeta, rowseed, tol, maxit, SA, Sb, R, xs,
-                r, z, p, q, rhs, yv, have_warm):
+                r, z, p, q, rhs, yv, sres, have_warm):
     """Sketch-preconditioned CG for one row (N > s): sparse sign embedding S (s x N, zeta nonzeros
     per column), R from QR([S A; sqrt(sigma) I]), start from the better of the warm start and the
     sketch-and-solve point, then CG preconditioned by (R^T R)^{-1}.
 
-    Returns (ok, steps, FMAs); ok is False when the sketch is rank deficient.
+    Returns (ok, steps, FMAs, ||A x - b||^2); ok is False when the sketch is rank deficient.
     """
     nr = s + k if sigma > 0.0 else s
     for i in range(nr):
@@ -469,7 +500,7 @@ def _sketch_row(A, At, b, nn, k, sigma, x, s, zeta, rowseed, tol, maxit, SA, Sb,
     ok = _householder_qr(SA, nr, k, R, 1e-12)
     work += 2 * nr * k * k
     if not ok:
-        return False, 0, work
+        return False, 0, work, 0.0
     # sketch-and-solve point: R xs = (Q^T S b)[:k]
     _apply_qt(SA, nr, k, Sb)
     for a in range(k):
@@ -486,19 +517,20 @@ def _sketch_row(A, At, b, nn, k, sigma, x, s, zeta, rowseed, tol, maxit, SA, Sb,
     else:
         for a in range(k):
             x[a] = xs[a]
-    steps, w = _cg_row(A, At, b, nn, k, sigma, x, tol, maxit, R, True, r, z, p, q, rhs, yv)
-    return True, steps, work + w
+    steps, w, fres = _cg_row(A, At, b, nn, k, sigma, x, tol, maxit, R, True, r, z, p, q, rhs, yv, sres)
+    return True, steps, work + w, fres
 
 
 @njit(cache=True, nogil=True, parallel=True, fastmath=_FM)
 def solve_rows_kernel(indptr, indices, values, F, out, use_warm, lam, count_scaling, solver, tol,
                       cg_steps, sketch_steps, sketch_size, zeta, seed, row_offset,
-                      status, used, steps_out, work_out):
+                      status, used, steps_out, work_out, rss_out):
     """Solve every row of a CSR block against the fixed factor ``F`` (see module docstring).
 
     ``out`` holds the warm start on entry when ``use_warm`` (else it is ignored) and the new rows on
     exit. Per-row outputs: ``status`` (OK/COLD/RANK_DEFICIENT), ``used`` (solver code actually used),
-    ``steps_out`` (inner CG steps) and ``work_out`` (FMAs spent, for the passes-of-|Omega|k count).
+    ``steps_out`` (inner CG steps), ``work_out`` (FMAs spent, for the passes-of-|Omega|k count) and
+    ``rss_out`` (``||A x - b||^2`` of the new row: the objective's data term, without another pass).
     """
     nrows = indptr.shape[0] - 1
     k = F.shape[1]
@@ -514,6 +546,7 @@ def solve_rows_kernel(indptr, indices, values, F, out, use_warm, lam, count_scal
         A = np.empty((maxdeg, k), dtype=np.float64)
         At = np.empty((k, maxdeg), dtype=np.float64)
         yv = np.empty(maxdeg, dtype=np.float64)
+        sres = np.empty(maxdeg, dtype=np.float64)
         b = np.empty(maxdeg + k, dtype=np.float64)
         B = np.empty((s_sk + k, k), dtype=np.float64)
         y = np.empty(s_sk + k, dtype=np.float64)
@@ -538,6 +571,7 @@ def solve_rows_kernel(indptr, indices, values, F, out, use_warm, lam, count_scal
                 status[i] = COLD
                 used[i] = solver if solver != AUTO else CHOLESKY
                 work_out[i] = 0
+                rss_out[i] = 0.0
                 continue
             sigma = lam * nn if count_scaling else lam
             st = OK
@@ -558,10 +592,12 @@ def solve_rows_kernel(indptr, indices, values, F, out, use_warm, lam, count_scal
             if st == RANK_DEFICIENT:
                 code = CHOLESKY            # the guarded exact path gives the min-norm-like answer
             work = 0
+            rss = 0.0
             if code == CHOLESKY:
                 work = _gram(indptr, indices, F, values, i, k, G, rhs)
                 st2 = _shifted_cholesky(G, rhs, x, k, sigma, L)
-                work += k * k * k // 6 + k * k
+                rss = _data_residual_rows(indptr, indices, F, values, i, k, x)
+                work += k * k * k // 6 + k * k + nn * k
                 if st2 != OK:
                     st = RANK_DEFICIENT
             else:
@@ -573,25 +609,29 @@ def solve_rows_kernel(indptr, indices, values, F, out, use_warm, lam, count_scal
                     for a in range(k):
                         x[a] = 0.0
                 if code == CG:
-                    ns, work = _cg_row(A, At, b, nn, k, sigma, x, tol, cg_steps, R, False,
-                                       r, z, p, q, rhs, yv)
+                    ns, work, rss = _cg_row(A, At, b, nn, k, sigma, x, tol, cg_steps, R, False,
+                                            r, z, p, q, rhs, yv, sres)
                     steps_out[i] = ns
                 else:
                     ok = False
                     if nn > s_sk:
                         rowseed = splitmix64(np.uint64(seed) ^ splitmix64(np.uint64(row_offset + i)))
-                        ok, ns, work = _sketch_row(A, At, b, nn, k, sigma, x, s_sk, zeta, rowseed, tol,
+                        ok, ns, work, rss = _sketch_row(A, At, b, nn, k, sigma, x, s_sk, zeta, rowseed, tol,
                                                    sketch_steps, SA, Sb, R, xs, r, z, p, q, rhs, yv,
-                                                   use_warm)
+                                                   sres, use_warm)
                         steps_out[i] = ns
                     else:
                         ok, work = _qr_row(A, b, nn, k, sigma, x, B, y, R)
                         code = QR
+                        if ok:
+                            rss = _data_residual_gathered(At, b, nn, k, x, yv)
+                            work += nn * k
                     if not ok:
                         # rank-deficient design: fall back to the guarded exact path
                         w2 = _gram(indptr, indices, F, values, i, k, G, rhs)
                         _shifted_cholesky(G, rhs, x, k, sigma, L)
-                        work += w2 + k * k * k // 6
+                        rss = _data_residual_rows(indptr, indices, F, values, i, k, x)
+                        work += w2 + k * k * k // 6 + nn * k
                         st = RANK_DEFICIENT
                         code = CHOLESKY
             for a in range(k):
@@ -599,6 +639,7 @@ def solve_rows_kernel(indptr, indices, values, F, out, use_warm, lam, count_scal
             status[i] = st
             used[i] = code
             work_out[i] = work
+            rss_out[i] = rss
 
 
 @njit(cache=True, nogil=True, parallel=True, fastmath=_FM)

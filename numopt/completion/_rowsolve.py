@@ -23,7 +23,7 @@ USED_NAMES = {K.CHOLESKY: "cholesky", K.CG: "cg", K.SKETCH_CG: "sketch-cg", K.QR
 
 
 class RowBlockSolution(NamedTuple):
-    """What :func:`solve_rows` returns for a block of ``b`` rows.
+    r"""What :func:`solve_rows` returns for a block of ``b`` rows.
 
     Attributes
     ----------
@@ -37,6 +37,9 @@ class RowBlockSolution(NamedTuple):
         CG / preconditioned-CG steps taken per row (0 for exact solves).
     work : ndarray of int64, shape (b,)
         Fused multiply-adds spent per row (the half-step costs ``work.sum() / (nnz * k)`` passes).
+    rss : ndarray of float64, shape (b,)
+        :math:`\|A x_i - b\|^2` of each new row (0 for cold rows): summed over a U-step it is twice the
+        data term of the objective at the new iterate, with no extra pass over the data.
     """
 
     rows: np.ndarray
@@ -44,6 +47,7 @@ class RowBlockSolution(NamedTuple):
     used: np.ndarray
     inner_steps: np.ndarray
     work: np.ndarray
+    rss: np.ndarray
 
     @property
     def n_cold(self):
@@ -166,7 +170,8 @@ def solve_rows(indptr, indices, values, fixed, *, reg=0.0, reg_scaling="none", s
     used = np.empty(b, dtype=np.int8)
     steps = np.empty(b, dtype=np.int64)
     work = np.empty(b, dtype=np.int64)
+    rss = np.empty(b, dtype=np.float64)
     K.solve_rows_kernel(indptr, indices, values, fixed, out, warm is not None, float(reg), reg_scaling == "count",
                         SOLVERS[solver], float(inner_tol), int(cg_steps), int(sketch_steps), int(sketch_size),
-                        int(sketch_nnz), int(seed), int(row_offset), status, used, steps, work)
-    return RowBlockSolution(out, status, used, steps, work)
+                        int(sketch_nnz), int(seed), int(row_offset), status, used, steps, work, rss)
+    return RowBlockSolution(out, status, used, steps, work, rss)

@@ -134,7 +134,7 @@ def test_work_counts_are_consistent():
     k = F.shape[1]
     deg = np.diff(M.indptr)
     chol = solve_rows(M.indptr, M.indices, M.data, F, reg=0.1, solver="cholesky")
-    expect = deg * (k * (k + 1) // 2 + k) + k ** 3 // 6 + k * k
+    expect = deg * (k * (k + 1) // 2 + k) + k ** 3 // 6 + k * k + deg * k     # Gram, factor, solve, residual
     np.testing.assert_array_equal(chol.work, np.where(deg > 0, expect, 0))
     cg = solve_rows(M.indptr, M.indices, M.data, F, reg=0.1, solver="cg", cg_steps=3, inner_tol=0.0)
     np.testing.assert_array_equal(cg.work, np.where(deg > 0, (3 + 2 * 3) * deg * k, 0))
@@ -160,3 +160,16 @@ def test_bad_inputs_raise(kwargs, match):
     ip, ix, v, F = args.pop("indptr"), args.pop("indices"), args.pop("values"), args.pop("fixed")
     with pytest.raises((ValueError, TypeError), match=match):
         solve_rows(ip, ix, v, F, **args)
+
+
+@pytest.mark.parametrize("solver,extra", [("cholesky", {}), ("cg", dict(cg_steps=2, inner_tol=0.0)),
+                                          ("cg", dict(cg_steps=50, inner_tol=1e-14)),
+                                          ("sketch-cg", dict(sketch_size=10)), ("sketch-cg", dict(sketch_size=40))])
+def test_rss_is_the_residual_of_the_returned_rows(solver, extra):
+    """The per-row ||A x - b||^2 the kernel returns (carried through CG) matches a direct evaluation."""
+    M, F = _block(80, 50, 0.4, seed=8)
+    warm = np.random.default_rng(3).standard_normal((80, 5))
+    sol = solve_rows(M.indptr, M.indices, M.data, F, reg=0.05, solver=solver, warm=warm, **extra)
+    ref = np.array([np.sum((F[M.indices[M.indptr[i]:M.indptr[i + 1]]] @ sol.rows[i]
+                            - M.data[M.indptr[i]:M.indptr[i + 1]]) ** 2) for i in range(80)])
+    np.testing.assert_allclose(sol.rss, ref, rtol=1e-9, atol=1e-12)
