@@ -85,7 +85,8 @@ def _part(block, split):
 
 
 def _solve_task(block, warm, kw, split, residual, fixed):
-    """One block of a half-step; with ``residual`` also the per-row squared residuals on all its data."""
+    """One block of a half-step: its ``RowBlockSolution`` and, with ``residual``, the per-row squared
+    residuals on all of the block's data (theory mode; otherwise the kernel's ``rss`` is that already)."""
     from . import _kernels as K
     from ._rowsolve import solve_rows
 
@@ -93,7 +94,7 @@ def _solve_task(block, warm, kw, split, residual, fixed):
     ip, ix, val = _part(block, split)
     sol = solve_rows(ip, ix, val, fixed, warm=warm, row_offset=block.offset + kw.pop("shift"), **kw)
     res = K.row_residual_sq(block.indptr, block.indices, block.values, sol.rows, fixed) if residual else None
-    return tuple(sol) + (res,)
+    return sol, res
 
 
 def _matmul_task(block, F, scale, split):
@@ -282,12 +283,17 @@ def _svd_init(cl, G, k, scale, split_of, n_power_iter):
 
     ell = G.shape[1]
 
+    holders = cl.client.who_has(cl.blocks(True)[0] + cl.blocks(False)[0])
+
     def product(by_row, F):
         blocks, bounds = cl.blocks(by_row)
         split = split_of(by_row)
-        parts = [da.from_delayed(dask.delayed(_matmul_task, pure=True)(b, F, scale, split),
-                                 shape=(int(bounds[i + 1] - bounds[i]), ell), dtype=np.float64)
-                 for i, b in enumerate(blocks)]
+        parts = []
+        for i, b in enumerate(blocks):
+            w = sorted(holders.get(b.key, ()))[:1]
+            with dask.annotate(**(dict(workers=w, allow_other_workers=True) if w else {})):   # run by the block
+                d = dask.delayed(_matmul_task, pure=True)(b, F, scale, split)
+            parts.append(da.from_delayed(d, shape=(int(bounds[i + 1] - bounds[i]), ell), dtype=np.float64))
         return da.concatenate(parts, axis=0)
 
     def whole(X):                                # one worker concatenates; the others fetch it from there
@@ -466,15 +472,17 @@ def _solve(problem, x0, client, callback, solver, init, clip, mu, sample_split, 
         blocks, bounds = cl.blocks(by_row)
         split = split_of(part)(by_row)
         task_kw = dict(kw, shift=0 if by_row else m)
+        residual = by_row and split is not None
         out = cl.run(_solve_task, blocks, lambda i: (None if warm is None else warm[bounds[i]:bounds[i + 1]],
-                                                     dict(task_kw), split, by_row), shared=(fixed,))
+                                                     dict(task_kw), split, residual), shared=(fixed,))
         if warm is not None:
             cl.bytes += warm.nbytes
-        for o in out:
-            cl.received(*o)
-        cat = [np.concatenate([o[j] for o in out]) for j in range(5)]
-        res = np.concatenate([o[5] for o in out]) if by_row else None
-        return fixed, cat, res
+        sols = [o[0] for o in out]
+        for sol, res in out:
+            cl.received(*sol, res)
+        sol = type(sols[0])(*[np.concatenate(f) for f in zip(*sols)])       # the whole factor's solution
+        res = np.concatenate([o[1] for o in out]) if by_row and split is not None else None
+        return fixed, sol, res
 
     history_rel_error = problem.truth is not None
     f_prev = np.inf
@@ -492,12 +500,13 @@ def _solve(problem, x0, client, callback, solver, init, clip, mu, sample_split, 
         b0 = cl.bytes
         # V-step: columns against the fixed U
         U, sv, _ = half_step(2 * it + 1, False, U, V, warm_v)
-        V = sv[0]
+        V = sv.rows
         warm_v = True
-        # U-step: rows against the fixed V, plus the residual pass on the same blocks
+        # U-step: rows against the fixed V; each row's squared residual at the new iterate comes back with it
+        # (theory mode: the U-step saw one part of Omega, so the blocks also ran a residual pass on all of it)
         V, su, res_sq = half_step(2 * it + 2, True, V, U, True)
-        U = su[0]
-        sse = float(np.sum(res_sq))
+        U = su.rows
+        sse = float(np.sum(res_sq if sample_split else su.rss))
         f = 0.5 * sse
         if lam > 0:
             cu = row_counts if reg_scaling == "count" else 1.0
@@ -512,12 +521,12 @@ def _solve(problem, x0, client, callback, solver, init, clip, mu, sample_split, 
         else:
             rel_change = np.inf
         U_prev, V_prev = U, V
-        work = int(sv[4].sum() + su[4].sum()) + nnz * k
+        work = int(sv.work.sum() + su.work.sum()) + (nnz * k if sample_split else 0)   # + residual pass
         dense = (m + n) * k * k * (4 if lam == 0.0 else 0) + 3 * (m + n) * k * k
         k2_dense = dense
         fields = dict(fun=f, rmse=rmse, rel_residual=rel_res, rel_change=rel_change,
                       passes=(work + dense) / (nnz * k), row_passes=work / (nnz * k),
-                      inner_steps=float(np.mean(np.concatenate([sv[3], su[3]]))))
+                      inner_steps=float(np.mean(np.concatenate([sv.inner_steps, su.inner_steps]))))
         if history_rel_error:
             Ut, Vt = problem.truth
             d2, x2 = gram_distance(U, V, Ut, Vt)
@@ -525,7 +534,7 @@ def _solve(problem, x0, client, callback, solver, init, clip, mu, sample_split, 
         fields["iter_time"] = time.perf_counter() - t0
         fields["bytes_moved"] = cl.bytes - b0
         bytes_hist.append(cl.bytes - b0)
-        n_rank_def = int(np.count_nonzero(sv[1] == 2) + np.count_nonzero(su[1] == 2))
+        n_rank_def = sv.n_rank_deficient + su.n_rank_deficient
         if mon.step(np.concatenate([U.ravel(), V.ravel()]), **fields):
             break
         if not np.isfinite(f):
@@ -541,7 +550,7 @@ def _solve(problem, x0, client, callback, solver, init, clip, mu, sample_split, 
             converged, message = True, f"Relative change of f {abs(f_prev - f) / max(f, 1e-300):.3e} <= tol."
             break
         f_prev = f
-    used = np.concatenate([sv[2], su[2]])
+    used = np.concatenate([sv.used, su.used])
     solver_counts = {USED_NAMES[c]: int(np.count_nonzero(used == c)) for c in np.unique(used)}
     if lam == 0.0:
         U, V = balance_factors(U, V)

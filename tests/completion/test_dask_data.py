@@ -83,7 +83,9 @@ def test_solve_task_matches_lstsq_and_residual():
     kw = dict(reg=0.0, reg_scaling="none", solver="cholesky", inner_tol=1e-12, cg_steps=3, sketch_size=None,
               sketch_nnz=8, seed=0, check=False, shift=0)
     for b in blocks:
-        rows, status, used, steps, work, res = _solve_task(b, None, dict(kw), None, True, V)
+        sol, res = _solve_task(b, None, dict(kw), None, True, V)
+        rows = sol.rows
+        np.testing.assert_allclose(sol.rss, res, rtol=1e-10, atol=1e-12)    # the kernel's own residuals
         for i in range(b.size):
             sl = slice(b.indptr[i], b.indptr[i + 1])
             x = np.linalg.lstsq(V[b.indices[sl]], b.values[sl], rcond=None)[0]
