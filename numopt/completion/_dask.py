@@ -217,10 +217,11 @@ class _Cluster:
         self.dtype = dtype
         self.bytes = 0
         self.n_workers = max(1, len(client.scheduler_info(n_workers=-1)["workers"]))
+        self.row_blocks, self.col_blocks = lay.row_blocks, lay.col_blocks     # replaced by centred copies
 
     def blocks(self, by_row):
         lay = self.lay
-        return (lay.row_blocks, lay.row_bounds) if by_row else (lay.col_blocks, lay.col_bounds)
+        return (self.row_blocks, lay.row_bounds) if by_row else (self.col_blocks, lay.col_bounds)
 
     def broadcast(self, arr):
         self.bytes += arr.nbytes
@@ -421,7 +422,7 @@ def _solve(problem, x0, client, callback, solver, init, clip, mu, sample_split, 
                                lambda i: (gmean, bu[rb[i]:rb[i + 1]], bv, dtype, True))
         col_blocks = cl.derive(_center_block, lay.col_blocks,
                                lambda i: (gmean, bv[cb[i]:cb[i + 1]], bu, dtype, False))
-    cl.blocks = lambda by_row: ((row_blocks, lay.row_bounds) if by_row else (col_blocks, lay.col_bounds))
+    cl.row_blocks, cl.col_blocks = row_blocks, col_blocks
     stats = cl.run(_value_stats, row_blocks)
     ref_norm = float(np.sqrt(sum(s[1] for s in stats))) or 1.0
 
