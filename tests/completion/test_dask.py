@@ -3,6 +3,7 @@ every input format, a worker killed mid-solve, and bad partitions named in the e
 import logging
 import os
 import signal
+import time
 import warnings
 
 import numpy as np
@@ -188,6 +189,36 @@ def test_killed_worker_does_not_change_result(client, problem, tmp_path):
     assert _rel_dist(got, ref) < 1e-8
     assert pid not in client.run(os.getpid).values()          # the solve really lost that process
     client.wait_for_workers(2, timeout=120)                    # the nanny restarts it for the next tests
+
+
+def test_worker_killed_during_layout_or_half_step(client, problem, tmp_path):
+    """SIGKILL a worker 0.3 s into a fresh solve (reading/blocking the files, initialization or a half-step,
+    whichever runs then): the solve still finishes with the single-machine iterates."""
+    import threading
+
+    client.wait_for_workers(2, timeout=120)
+    paths = _write_parts(tmp_path, problem.rows, problem.cols, problem.values, 4, "npz")
+    opts = dict(maxiter=4, random_state=2, solver="cg", tol=0.0, xtol=0.0, n_power_iter=2)
+    pid = next(iter(client.run(os.getpid).values()))
+    killed_at = []
+
+    def kill():
+        os.kill(pid, signal.SIGKILL)
+        killed_at.append(time.perf_counter())
+
+    timer = threading.Timer(0.3, kill)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        ref = minimize_altmin(problem, **opts)
+        timer.start()
+        got = minimize_altmin_dask(DaskMatrixCompletion(paths, problem.shape, 3), client=client, **opts)
+        finished_at = time.perf_counter()
+    timer.join()
+    assert killed_at[0] < finished_at                       # the worker died while the solve was running
+    assert pid not in client.run(os.getpid).values()
+    np.testing.assert_allclose(got.history["fun"], ref.history["fun"], rtol=1e-8)
+    assert _rel_dist(got, ref) < 1e-8
+    client.wait_for_workers(2, timeout=120)
 
 
 # ---- bad inputs: clear errors that name the partition ---------------------------------------------
