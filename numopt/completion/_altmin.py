@@ -359,7 +359,9 @@ def _altmin(problem, x0, callback, solver, init, clip, mu, sample_split, reg_sca
         warm = None
         if warm_ok:
             warm = current if R is None else (current.astype(np.float64) @ R.T).astype(dtype)
-        sol = solve_rows(ip, ix, val, fixed, warm=warm, row_offset=0 if by_row else m, **kw)
+        # only the U-step's residuals are the objective at the new iterate
+        sol = solve_rows(ip, ix, val, fixed, warm=warm, row_offset=0 if by_row else m,
+                         want_rss=by_row and not sample_split, **kw)
         return fixed, sol
 
     history_rel_error = problem.truth is not None

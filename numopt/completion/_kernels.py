@@ -524,13 +524,14 @@ def _sketch_row(A, At, b, nn, k, sigma, x, s, zeta, rowseed, tol, maxit, SA, Sb,
 @njit(cache=True, nogil=True, parallel=True, fastmath=_FM)
 def solve_rows_kernel(indptr, indices, values, F, out, use_warm, lam, count_scaling, solver, tol,
                       cg_steps, sketch_steps, sketch_size, zeta, seed, row_offset,
-                      status, used, steps_out, work_out, rss_out):
+                      status, used, steps_out, work_out, rss_out, want_rss):
     """Solve every row of a CSR block against the fixed factor ``F`` (see module docstring).
 
     ``out`` holds the warm start on entry when ``use_warm`` (else it is ignored) and the new rows on
     exit. Per-row outputs: ``status`` (OK/COLD/RANK_DEFICIENT), ``used`` (solver code actually used),
     ``steps_out`` (inner CG steps), ``work_out`` (FMAs spent, for the passes-of-|Omega|k count) and
-    ``rss_out`` (``||A x - b||^2`` of the new row: the objective's data term, without another pass).
+    ``rss_out`` (``||A x - b||^2`` of the new row: the objective's data term, without another pass;
+    free for the iterative solvers, N k FMAs for the exact ones, which skip it unless ``want_rss``).
     """
     nrows = indptr.shape[0] - 1
     k = F.shape[1]
@@ -596,8 +597,10 @@ def solve_rows_kernel(indptr, indices, values, F, out, use_warm, lam, count_scal
             if code == CHOLESKY:
                 work = _gram(indptr, indices, F, values, i, k, G, rhs)
                 st2 = _shifted_cholesky(G, rhs, x, k, sigma, L)
-                rss = _data_residual_rows(indptr, indices, F, values, i, k, x)
-                work += k * k * k // 6 + k * k + nn * k
+                work += k * k * k // 6 + k * k
+                if want_rss:
+                    rss = _data_residual_rows(indptr, indices, F, values, i, k, x)
+                    work += nn * k
                 if st2 != OK:
                     st = RANK_DEFICIENT
             else:
@@ -623,15 +626,17 @@ def solve_rows_kernel(indptr, indices, values, F, out, use_warm, lam, count_scal
                     else:
                         ok, work = _qr_row(A, b, nn, k, sigma, x, B, y, R)
                         code = QR
-                        if ok:
+                        if ok and want_rss:
                             rss = _data_residual_gathered(At, b, nn, k, x, yv)
                             work += nn * k
                     if not ok:
                         # rank-deficient design: fall back to the guarded exact path
                         w2 = _gram(indptr, indices, F, values, i, k, G, rhs)
                         _shifted_cholesky(G, rhs, x, k, sigma, L)
-                        rss = _data_residual_rows(indptr, indices, F, values, i, k, x)
-                        work += w2 + k * k * k // 6 + nn * k
+                        work += w2 + k * k * k // 6
+                        if want_rss:
+                            rss = _data_residual_rows(indptr, indices, F, values, i, k, x)
+                            work += nn * k
                         st = RANK_DEFICIENT
                         code = CHOLESKY
             for a in range(k):

@@ -60,7 +60,7 @@ class RowBlockSolution(NamedTuple):
 
 def solve_rows(indptr, indices, values, fixed, *, reg=0.0, reg_scaling="none", solver="cholesky", warm=None,
                inner_tol=1e-10, cg_steps=3, sketch_steps=None, sketch_size=None, sketch_nnz=8, seed=0,
-               row_offset=0, check=True):
+               row_offset=0, want_rss=True, check=True):
     r"""Solve one half-step for a block of rows given in CSR form.
 
     For every row ``i`` of the block, with :math:`\Omega_i` = ``indices[indptr[i]:indptr[i+1]]``,
@@ -108,6 +108,9 @@ def solve_rows(indptr, indices, values, fixed, *, reg=0.0, reg_scaling="none", s
         Seed of the sketches (row ``i`` uses ``(seed, row_offset + i)``).
     row_offset : int
         Global id of the block's first row (so partitions reproduce the single-machine sketches).
+    want_rss : bool
+        Also return each row's :math:`\|Ax_i - b\|^2` (free for the iterative solvers; one pass over the
+        block for the exact ones). When False, ``rss`` is 0 for exactly solved rows.
     check : bool
         Validate the inputs (set False only for inputs already checked).
 
@@ -173,5 +176,6 @@ def solve_rows(indptr, indices, values, fixed, *, reg=0.0, reg_scaling="none", s
     rss = np.empty(b, dtype=np.float64)
     K.solve_rows_kernel(indptr, indices, values, fixed, out, warm is not None, float(reg), reg_scaling == "count",
                         SOLVERS[solver], float(inner_tol), int(cg_steps), int(sketch_steps), int(sketch_size),
-                        int(sketch_nnz), int(seed), int(row_offset), status, used, steps, work, rss)
+                        int(sketch_nnz), int(seed), int(row_offset), status, used, steps, work, rss,
+                        bool(want_rss))
     return RowBlockSolution(out, status, used, steps, work, rss)

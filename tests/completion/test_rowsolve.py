@@ -173,3 +173,11 @@ def test_rss_is_the_residual_of_the_returned_rows(solver, extra):
     ref = np.array([np.sum((F[M.indices[M.indptr[i]:M.indptr[i + 1]]] @ sol.rows[i]
                             - M.data[M.indptr[i]:M.indptr[i + 1]]) ** 2) for i in range(80)])
     np.testing.assert_allclose(sol.rss, ref, rtol=1e-9, atol=1e-12)
+
+
+def test_want_rss_false_skips_the_exact_residual():
+    M, F = _block(30, 20, 0.5, seed=9)
+    a = solve_rows(M.indptr, M.indices, M.data, F, reg=0.1, solver="cholesky")
+    b = solve_rows(M.indptr, M.indices, M.data, F, reg=0.1, solver="cholesky", want_rss=False)
+    assert np.array_equal(a.rows, b.rows) and np.all(b.rss == 0) and np.all(a.rss > 0)
+    np.testing.assert_array_equal(a.work - b.work, np.diff(M.indptr) * F.shape[1])
