@@ -92,7 +92,9 @@ def _solve_task(block, warm, kw, split, residual, fixed):
 
     _pin_threads()
     ip, ix, val = _part(block, split)
-    sol = solve_rows(ip, ix, val, fixed, warm=warm, row_offset=block.offset + kw.pop("shift"), **kw)
+    # the kernel's per-row residuals are the objective only after a U-step on all of Omega
+    sol = solve_rows(ip, ix, val, fixed, warm=warm, row_offset=block.offset + kw.pop("shift"),
+                     want_rss=kw.pop("by_row") and split is None, **kw)
     res = K.row_residual_sq(block.indptr, block.indices, block.values, sol.rows, fixed) if residual else None
     return sol, res
 
@@ -472,7 +474,7 @@ def _solve(problem, x0, client, callback, solver, init, clip, mu, sample_split, 
             warm = current if R is None else (current.astype(np.float64) @ R.T).astype(dtype)
         blocks, bounds = cl.blocks(by_row)
         split = split_of(part)(by_row)
-        task_kw = dict(kw, shift=0 if by_row else m)
+        task_kw = dict(kw, shift=0 if by_row else m, by_row=by_row)
         residual = by_row and split is not None
         out = cl.run(_solve_task, blocks, lambda i: (None if warm is None else warm[bounds[i]:bounds[i + 1]],
                                                      dict(task_kw), split, residual), shared=(fixed,))

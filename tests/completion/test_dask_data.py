@@ -81,7 +81,7 @@ def test_solve_task_matches_lstsq_and_residual():
     blocks = _blocks(r, c, v, m, n, np.array([0, 7, 13]), True)
     V = np.random.default_rng(4).standard_normal((n, k))
     kw = dict(reg=0.0, reg_scaling="none", solver="cholesky", inner_tol=1e-12, cg_steps=3, sketch_size=None,
-              sketch_nnz=8, seed=0, check=False, shift=0)
+              sketch_nnz=8, seed=0, check=False, shift=0, by_row=True)
     for b in blocks:
         sol, res = _solve_task(b, None, dict(kw), None, True, V)
         rows = sol.rows
