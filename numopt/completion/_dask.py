@@ -217,7 +217,8 @@ class _Cluster:
         self.client = client
         self.lay = lay
         self.dtype = dtype
-        self.bytes = 0
+        self.bytes = 0                           # driver <-> workers, both directions
+        self.bytes_in = 0                        # workers -> driver (also counted by the workers as sent)
         self.n_workers = max(1, len(client.scheduler_info(n_workers=-1)["workers"]))
         self.row_blocks, self.col_blocks = lay.row_blocks, lay.col_blocks     # replaced by centred copies
 
@@ -232,7 +233,9 @@ class _Cluster:
         return self.client.scatter(arr, hash=False)
 
     def received(self, *arrays):
-        self.bytes += sum(a.nbytes for a in arrays if a is not None)
+        nb = sum(a.nbytes for a in arrays if a is not None)
+        self.bytes += nb
+        self.bytes_in += nb
 
     def run(self, func, blocks, args_of=lambda i: (), shared=()):
         """``[func(block, *args_of(i), *shared) for each block]`` on the worker that holds the block.
@@ -349,8 +352,9 @@ def minimize_altmin_dask(problem, x0=None, *, client, callback=None, solver="aut
     Returns
     -------
     OptimizeResult
-        As the single-machine solver, plus ``bytes_per_iter`` (bytes the driver broadcast and gathered
-        per iteration: factors only), ``n_workers`` and ``row_blocks``/``col_blocks``.
+        As the single-machine solver, plus ``bytes_per_iter`` (bytes the driver scattered and gathered
+        per iteration: factors only), ``bytes_in_per_iter`` (the gathered part), ``n_workers`` and
+        ``row_blocks``/``col_blocks``; ``history["bytes_moved"]`` per iteration.
     """
     import contextlib
 
@@ -496,11 +500,11 @@ def _solve(problem, x0, client, callback, solver, init, clip, mu, sample_split, 
     n_cold_rows = int(np.count_nonzero(row_counts == 0))
     n_cold_cols = int(np.count_nonzero(col_counts == 0))
     k2_dense = 0
-    bytes_hist = []
+    bytes_hist, bytes_in_hist = [], []
     f = rmse = np.nan
     for it in range(maxiter):
         t0 = time.perf_counter()
-        b0 = cl.bytes
+        b0, i0 = cl.bytes, cl.bytes_in
         # V-step: columns against the fixed U
         U, sv, _ = half_step(2 * it + 1, False, U, V, warm_v)
         V = sv.rows
@@ -537,6 +541,7 @@ def _solve(problem, x0, client, callback, solver, init, clip, mu, sample_split, 
         fields["iter_time"] = time.perf_counter() - t0
         fields["bytes_moved"] = cl.bytes - b0
         bytes_hist.append(cl.bytes - b0)
+        bytes_in_hist.append(cl.bytes_in - i0)
         n_rank_def = sv.n_rank_deficient + su.n_rank_deficient
         if mon.step(np.concatenate([U.ravel(), V.ravel()]), **fields):
             break
@@ -569,4 +574,5 @@ def _solve(problem, x0, client, callback, solver, init, clip, mu, sample_split, 
                       time_per_iter=float(np.mean(hist["iter_time"])),
                       passes_per_iter=float(np.mean(hist["passes"])), init_time=init_time,
                       dense_passes=k2_dense / (nnz * k), bytes_per_iter=float(np.mean(bytes_hist)),
+                      bytes_in_per_iter=float(np.mean(bytes_in_hist)),
                       n_workers=cl.n_workers, row_blocks=len(lay.row_blocks), col_blocks=len(lay.col_blocks))
