@@ -177,7 +177,8 @@ def scale_table(m, nnz, ranks, iters, target_iters, max_target_iters, seed=0,
         # the objective exact ALS reaches after target_iters iterations, and the time each solver needs
         ref = _run(P, solver="cholesky", maxiter=target_iters, tol=0.0, xtol=0.0, atol=0.0, random_state=seed)
         f_target = ref.history["fun"][-1] * (1 + 1e-6)
-        reach = {"cholesky": (target_iters, float(np.sum(ref.history["iter_time"])))}
+        reach = {"cholesky": (target_iters, float(np.sum(ref.history["iter_time"])),
+                              float(np.sum(ref.history["iter_cpu"])))}
         for solver in [s for s in ("cg", "auto") if s in solvers]:
             def stop(r):
                 if r.fun <= f_target:
@@ -190,12 +191,13 @@ def scale_table(m, nnz, ranks, iters, target_iters, max_target_iters, seed=0,
                                      options=dict(solver=solver, maxiter=max_target_iters, tol=0.0, xtol=0.0,
                                                   atol=0.0, random_state=seed))
             ok = r2.history["fun"][-1] <= f_target
-            reach[solver] = (r2.nit if ok else None, float(np.sum(r2.history["iter_time"])) if ok else None)
+            reach[solver] = (r2.nit if ok else None, float(np.sum(r2.history["iter_time"])) if ok else None,
+                             float(np.sum(r2.history["iter_cpu"])) if ok else None)
         t_chol = float(np.median(per["cholesky"][0].history["iter_time"]))
         c_chol = per["cholesky"][1]
         for solver, (res, cpu) in per.items():
             t_it = float(np.median(res.history["iter_time"]))
-            its, tt = reach.get(solver, (None, None))
+            its, tt, tc = reach.get(solver, (None, None, None))
             out.append({
                 "k": k, "solver": solver, "used": "/".join(f"{a}:{b}" for a, b in res.solver_counts.items()),
                 "s_per_iter": t_it, "cpu_s_per_iter": cpu,
@@ -204,6 +206,7 @@ def scale_table(m, nnz, ranks, iters, target_iters, max_target_iters, seed=0,
                 "speedup_vs_cholesky": t_chol / t_it, "cpu_speedup": c_chol / cpu,
                 f"iters_to_f(chol@{target_iters})": "-" if solver == "sketch-cg" else (its if its else "not reached"),
                 "time_to_f_s": "-" if (solver == "sketch-cg" or tt is None) else tt,
+                "cpu_to_f_s": "-" if (solver == "sketch-cg" or tc is None) else tc,
             })
     return out
 
