@@ -49,7 +49,7 @@ _RESERVED = {
 
 _OT = ("OptimalTransport",)
 _BCD = ("LeastSquares", "Logistic", "MultinomialLogistic", "LabelPropagation", "Quadratic", "FunctionProblem")
-_MC = ("MatrixCompletion",)
+_MC = ("MatrixCompletion", "DaskMatrixCompletion")
 _RELU = ("TwoLayerReLU",)
 
 METHODS = {m.name: m for m in [

@@ -2,7 +2,7 @@
 import importlib
 import sys
 
-AREAS = ["linalg", "dcdm", "ot", "bcd", "completion", "relu"]
+AREAS = ["linalg", "dcdm", "ot", "bcd", "completion", "dask", "relu"]
 
 
 def main(argv=None):

@@ -156,7 +156,7 @@ def _unpack_x0(x0, m, n, k, dtype):
 def minimize_altmin(problem, x0=None, *, callback=None, solver="auto", init="svd", clip=True, mu=None,
                     sample_split=False, reg_scaling="none", center="none", maxiter=100, tol=1e-9, xtol=1e-9,
                     atol=1e-12, inner_tol=1e-10, cg_steps=3, sketch_size=None, sketch_nnz=8, n_power_iter=4,
-                    workers=None, random_state=None, verbose=False, progress=False):
+                    workers=None, random_state=None, verbose=False, progress=False, client=None):
     r"""Robust alternating minimization (AltMin) for low-rank matrix completion.
 
     Minimizes, over :math:`U\in\mathbb R^{m\times k}` and :math:`V\in\mathbb R^{n\times k}`,
@@ -235,6 +235,10 @@ def minimize_altmin(problem, x0=None, *, callback=None, solver="auto", init="svd
         Power iterations of the randomized SVD initialization (>= 2 recommended for flat spectra).
     workers : int, optional
         Numba threads for the row kernels (default: all). BLAS is pinned to one thread meanwhile.
+    client : distributed.Client or scheduler address, optional
+        Run on a Dask cluster (``numopt[dask]``): the data stay on the workers and only factors move;
+        same iterates as on one machine. Needed for a ``DaskMatrixCompletion`` (see
+        :func:`numopt.completion._dask.minimize_altmin_dask`).
     random_state : None, int or Generator
         Seeds the initialization, the sketches and the split.
     verbose, progress : bool
@@ -256,6 +260,17 @@ def minimize_altmin(problem, x0=None, *, callback=None, solver="auto", init="svd
     ----------
     Gu, Song, Yin, Zhang. ICLR 2024, arXiv 2302.11068. Jain, Netrapalli, Sanghavi. STOC 2013, arXiv 1212.0467.
     """
+    if client is not None or type(problem).__name__ == "DaskMatrixCompletion":
+        if client is None:
+            raise ValueError("a DaskMatrixCompletion is solved on a Dask cluster: pass options={'client': client}")
+        from ._dask import minimize_altmin_dask
+
+        return minimize_altmin_dask(problem, x0, client=client, callback=callback, solver=solver, init=init,
+                                    clip=clip, mu=mu, sample_split=sample_split, reg_scaling=reg_scaling,
+                                    center=center, maxiter=maxiter, tol=tol, xtol=xtol, atol=atol,
+                                    inner_tol=inner_tol, cg_steps=cg_steps, sketch_size=sketch_size,
+                                    sketch_nnz=sketch_nnz, n_power_iter=n_power_iter, workers=workers,
+                                    random_state=random_state, verbose=verbose, progress=progress)
     # ---- options ---------------------------------------------------------------------------------
     check_choice(solver, "solver", tuple(SOLVERS))
     check_choice(init, "init", ("svd", "random"))

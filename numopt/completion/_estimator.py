@@ -52,6 +52,9 @@ class MatrixCompleter(TransformerMixin, BaseEstimator):
     workers : int, optional
     random_state : None, int or Generator
     verbose : bool
+    client : distributed.Client or scheduler address, optional
+        Solve on a Dask cluster (same factors as on one machine). Pass the address (a string) if the
+        estimator will be cloned (``clone`` deep-copies parameters; a live ``Client`` cannot be copied).
 
     Attributes
     ----------
@@ -68,7 +71,7 @@ class MatrixCompleter(TransformerMixin, BaseEstimator):
 
     def __init__(self, rank=10, reg=0.0, *, solver="auto", init="svd", reg_scaling="none", center="none",
                  max_iter=100, tol=1e-9, inner_tol=1e-10, cg_steps=3, clip=True, cold_start="nan",
-                 warm_start=False, workers=None, random_state=None, verbose=False):
+                 warm_start=False, workers=None, random_state=None, verbose=False, client=None):
         self.rank = rank
         self.reg = reg
         self.solver = solver
@@ -83,6 +86,7 @@ class MatrixCompleter(TransformerMixin, BaseEstimator):
         self.cold_start = cold_start
         self.warm_start = warm_start
         self.workers = workers
+        self.client = client
         self.random_state = random_state
         self.verbose = verbose
 
@@ -145,7 +149,8 @@ class MatrixCompleter(TransformerMixin, BaseEstimator):
             res = minimize_altmin(problem, x0, solver=self.solver, init=self.init, clip=self.clip,
                                   reg_scaling=self.reg_scaling, center=self.center, maxiter=self.max_iter,
                                   tol=self.tol, inner_tol=self.inner_tol, cg_steps=self.cg_steps,
-                                  workers=self.workers, random_state=self.random_state, verbose=self.verbose)
+                                  workers=self.workers, random_state=self.random_state, verbose=self.verbose,
+                                  client=self.client)
         if not res.success and res.status != 99:
             warnings.warn(f"MatrixCompleter: {res.message}", ConvergenceWarning, stacklevel=2)
         self.U_, self.V_ = res.U, res.V
