@@ -271,7 +271,19 @@ def minimize_altmin(problem, x0=None, *, callback=None, solver="auto", init="svd
                                     inner_tol=inner_tol, cg_steps=cg_steps, sketch_size=sketch_size,
                                     sketch_nnz=sketch_nnz, n_power_iter=n_power_iter, workers=workers,
                                     random_state=random_state, verbose=verbose, progress=progress)
-    # ---- options ---------------------------------------------------------------------------------
+    opts, workers = _check_options(problem, solver, init, clip, mu, sample_split, reg_scaling, center, maxiter,
+                                   tol, xtol, atol, inner_tol, cg_steps, sketch_size, sketch_nnz, n_power_iter,
+                                   workers, random_state)
+    with _threads(workers):
+        return _altmin(problem, x0, callback, verbose, progress, **opts)
+
+
+# --------------------------------------------------------------------------------------------------
+# the driver shared by the single-machine and the Dask solver (only the row solves differ)
+# --------------------------------------------------------------------------------------------------
+def _check_options(problem, solver, init, clip, mu, sample_split, reg_scaling, center, maxiter, tol, xtol, atol,
+                   inner_tol, cg_steps, sketch_size, sketch_nnz, n_power_iter, workers, random_state):
+    """Validate the solver options; returns ``(options, workers)`` (``options`` holds ``rng``)."""
     check_choice(solver, "solver", tuple(SOLVERS))
     check_choice(init, "init", ("svd", "random"))
     clip = check_bool(clip, "clip")
@@ -284,7 +296,6 @@ def minimize_altmin(problem, x0=None, *, callback=None, solver="auto", init="svd
     atol = check_positive(atol, "atol", strict=False)
     inner_tol = check_positive(inner_tol, "inner_tol", strict=False)
     cg_steps = check_int(cg_steps, "cg_steps", min_value=1)
-    m, n = problem.shape
     k = problem.rank
     sketch_size = check_int(sketch_size, "sketch_size", min_value=k, allow_none=True)
     sketch_nnz = check_int(sketch_nnz, "sketch_nnz", min_value=1)
@@ -293,15 +304,182 @@ def minimize_altmin(problem, x0=None, *, callback=None, solver="auto", init="svd
     if mu is not None:
         mu = check_positive(mu, "mu")
     rng = check_random_state(random_state)
+    opts = dict(solver=solver, init=init, clip=clip, mu=mu, sample_split=sample_split, reg_scaling=reg_scaling,
+                center=center, maxiter=maxiter, tol=tol, xtol=xtol, atol=atol, inner_tol=inner_tol,
+                cg_steps=cg_steps, sketch_size=sketch_size, sketch_nnz=sketch_nnz, n_power_iter=n_power_iter, rng=rng)
+    return opts, workers
 
-    with _threads(workers):
-        return _altmin(problem, x0, callback, solver, init, clip, mu, sample_split, reg_scaling, center, maxiter,
-                       tol, xtol, atol, inner_tol, cg_steps, sketch_size, sketch_nnz, n_power_iter, rng, verbose,
-                       progress)
+
+def _init_factors(x0, m, n, k, dtype, lam, init, clip, mu, rng, top_svd, random_scale):
+    r"""``(U, V, warm_v, n_clipped)``: the warm start ``x0``, or the SVD / random initialization.
+
+    ``top_svd()`` returns the top-k ``(Q, s)`` of ``P_{Omega_0}(M)/p_0``; ``random_scale()`` the scale
+    :math:`\sqrt{\text{mean}|M_\Omega|/k}` of the random factors.
+    """
+    n_clipped = 0
+    if x0 is not None:
+        U, V = _unpack_x0(x0, m, n, k, dtype)
+        return U, V, True, n_clipped
+    V = np.zeros((n, k), dtype=dtype)
+    if init == "svd":
+        Q, s = top_svd()
+        if clip:
+            mu_used = mu
+            if mu_used is None:
+                mu_used = max(float(np.quantile(np.linalg.norm(Q, axis=1), 0.95)) * np.sqrt(m / k), 1e-12)
+            Q, n_clipped = clip_rows(Q, mu_used)
+        # keep the spectrum's scale when the ridge is not scale invariant
+        U = (Q * np.sqrt(np.maximum(s, 0.0))).astype(dtype) if lam > 0 else Q.astype(dtype)
+    else:
+        scale = random_scale()
+        U = (rng.standard_normal((m, k)) * scale).astype(dtype)
+    return U, V, False, n_clipped
 
 
-def _altmin(problem, x0, callback, solver, init, clip, mu, sample_split, reg_scaling, center, maxiter, tol, xtol,
-            atol, inner_tol, cg_steps, sketch_size, sketch_nnz, n_power_iter, rng, verbose, progress):
+def _solve_kw(lam, reg_scaling, solver, inner_tol, cg_steps, sketch_size, sketch_nnz, seed):
+    return dict(reg=lam, reg_scaling=reg_scaling, solver=solver, inner_tol=inner_tol, cg_steps=cg_steps,
+                sketch_size=sketch_size, sketch_nnz=sketch_nnz, seed=seed, check=False)
+
+
+class _LocalRows:
+    """Half-step backend of the single-machine solver: ``solve_rows`` over the CSR / CSC copies."""
+
+    def __init__(self, block, csr, m, sample_split, kw):
+        self.block, self.csr, self.m, self.sample_split, self.kw = block, csr, m, sample_split, kw
+
+    def solve(self, part, by_row, fixed, warm):
+        """``(solution, residual_sq)``; ``residual_sq`` (on all of Omega) only for a U-step in theory mode."""
+        ip, ix, val = self.block(part, by_row)
+        # only the U-step's residuals are the objective at the new iterate
+        sol = solve_rows(ip, ix, val, fixed, warm=warm, row_offset=0 if by_row else self.m,
+                         want_rss=by_row and not self.sample_split, **self.kw)
+        res = None
+        if by_row and self.sample_split:          # theory mode: a separate residual pass on all of Omega
+            res = K.row_residual_sq(*self.csr, sol.rows, fixed)
+        return sol, res
+
+    def begin_iter(self):
+        self.c0 = time.process_time()
+
+    def end_iter(self, fields):
+        fields["iter_cpu"] = time.process_time() - self.c0   # CPU seconds of all threads (robust to a busy machine)
+
+    def result_extra(self):
+        return {}
+
+
+def _run(backend, problem, mon, U, V, warm_v, *, lam, dtype, reg_scaling, sample_split, maxiter, tol, xtol, atol,
+         nnz, ref_norm, row_counts, col_counts, result_keys):
+    """The AltMin iterations, the stopping rule and the result; ``backend.solve`` does the row solves.
+
+    ``result_keys`` (offsets, ``n_clipped``, ``init_time``) are passed through to the result, followed by
+    ``backend.result_extra()``.
+    """
+    m, n = problem.shape
+    k = problem.rank
+
+    def half_step(part, by_row, fixed, current, warm_ok):
+        """Solve every row (by_row) or column of the data against ``fixed``; returns (new, solution, res)."""
+        R = None
+        if lam == 0.0:
+            # orthonormalize the fixed factor; the matching warm start is current @ R^T
+            Qf, R = np.linalg.qr(fixed.astype(np.float64))
+            fixed = Qf.astype(dtype)
+        warm = None
+        if warm_ok:
+            warm = current if R is None else (current.astype(np.float64) @ R.T).astype(dtype)
+        sol, res = backend.solve(part, by_row, fixed, warm)
+        return fixed, sol, res
+
+    history_rel_error = problem.truth is not None
+    f_prev = np.inf
+    converged = False
+    message = None
+    U_prev = V_prev = None
+    n_rank_def = 0
+    n_cold_rows = int(np.count_nonzero(row_counts == 0))
+    n_cold_cols = int(np.count_nonzero(col_counts == 0))
+    k2_dense = 0
+    f = rmse = np.nan
+    for it in range(maxiter):
+        t0 = time.perf_counter()
+        backend.begin_iter()
+        # V-step: columns against the fixed U
+        U, sv, _ = half_step(2 * it + 1, False, U, V, warm_v)
+        V = sv.rows
+        warm_v = True
+        # U-step: rows against the fixed V
+        V, su, res_sq = half_step(2 * it + 2, True, V, U, True)
+        U = su.rows
+        # objective and metrics on all of Omega: the U-step returned each row's squared residual at the
+        # new iterate; only the theory mode (U-step on one part of Omega) needs a separate pass
+        sse = float(np.sum(res_sq if sample_split else su.rss))
+        f = 0.5 * sse
+        if lam > 0:
+            cu = row_counts if reg_scaling == "count" else 1.0
+            cv = col_counts if reg_scaling == "count" else 1.0
+            f += 0.5 * lam * (float(np.sum(cu * np.sum(U.astype(np.float64) ** 2, axis=1)))
+                              + float(np.sum(cv * np.sum(V.astype(np.float64) ** 2, axis=1))))
+        rmse = np.sqrt(sse / nnz)
+        rel_res = np.sqrt(sse) / ref_norm
+        if U_prev is not None:
+            d2, x2 = gram_distance(U, V, U_prev, V_prev)
+            rel_change = np.sqrt(d2 / x2) if x2 > 0 else np.inf
+        else:
+            rel_change = np.inf
+        U_prev, V_prev = U, V
+        work = int(sv.work.sum() + su.work.sum()) + (nnz * k if sample_split else 0)   # + residual pass
+        dense = (m + n) * k * k * (4 if lam == 0.0 else 0) + 3 * (m + n) * k * k   # QRs and Gram formula
+        k2_dense = dense
+        fields = dict(fun=f, rmse=rmse, rel_residual=rel_res, rel_change=rel_change,
+                      passes=(work + dense) / (nnz * k), row_passes=work / (nnz * k),
+                      inner_steps=float(np.mean(np.concatenate([sv.inner_steps, su.inner_steps]))))
+        if history_rel_error:
+            Ut, Vt = problem.truth
+            d2, x2 = gram_distance(U, V, Ut, Vt)
+            fields["rel_error"] = np.sqrt(d2 / x2) if x2 > 0 else np.sqrt(d2)
+        fields["iter_time"] = time.perf_counter() - t0
+        backend.end_iter(fields)
+        n_rank_def = sv.n_rank_deficient + su.n_rank_deficient
+        if mon.step(np.concatenate([U.ravel(), V.ravel()]), **fields):
+            break
+        if not np.isfinite(f):
+            message = "Numerical breakdown: the objective is not finite."
+            break
+        if rel_res <= atol:
+            converged, message = True, f"Relative residual {rel_res:.3e} <= atol."
+            break
+        if rel_change <= xtol:
+            converged, message = True, f"Relative change of X {rel_change:.3e} <= xtol."
+            break
+        if abs(f_prev - f) <= tol * max(f, np.finfo(float).tiny):
+            converged, message = True, f"Relative change of f {abs(f_prev - f) / max(f, 1e-300):.3e} <= tol."
+            break
+        f_prev = f
+    used = np.concatenate([sv.used, su.used])
+    solver_counts = {USED_NAMES[c]: int(np.count_nonzero(used == c)) for c in np.unique(used)}
+    if lam == 0.0:
+        U, V = balance_factors(U, V)
+    hist = mon.history
+    status = None
+    if message is not None and message.startswith("Numerical"):
+        status = 3
+    rk = dict(result_keys)
+    return mon.result(np.concatenate([U.ravel(), V.ravel()]), converged=converged, status=status, message=message,
+                      U=U, V=V, fun=float(f), rmse=float(rmse), global_mean=rk.pop("global_mean"),
+                      row_bias=rk.pop("row_bias"), col_bias=rk.pop("col_bias"),
+                      n_cold_rows=n_cold_rows, n_cold_cols=n_cold_cols, n_rank_deficient=int(n_rank_def),
+                      n_clipped=rk.pop("n_clipped"), solver_counts=solver_counts,
+                      time_per_iter=float(np.mean(hist["iter_time"])),
+                      passes_per_iter=float(np.mean(hist["passes"])), init_time=rk.pop("init_time"),
+                      dense_passes=k2_dense / (nnz * k), **rk, **backend.result_extra())
+
+
+# --------------------------------------------------------------------------------------------------
+# the single-machine data preparation
+# --------------------------------------------------------------------------------------------------
+def _altmin(problem, x0, callback, verbose, progress, *, solver, init, clip, mu, sample_split, reg_scaling, center,
+            maxiter, tol, xtol, atol, inner_tol, cg_steps, sketch_size, sketch_nnz, n_power_iter, rng):
     m, n = problem.shape
     k = problem.rank
     seed = int(rng.integers(0, 2**62))
@@ -337,130 +515,22 @@ def _altmin(problem, x0, callback, solver, init, clip, mu, sample_split, reg_sca
             return (csr_ip, csr_ix, csr_val) if by_row else (csc_ip, csc_ix, csc_val)
 
     # ---- initialization ----------------------------------------------------------------------------
-    n_clipped = 0
-    if x0 is not None:
-        U, V = _unpack_x0(x0, m, n, k, dtype)
-        warm_v = True
-    else:
-        warm_v = False
-        V = np.zeros((n, k), dtype=dtype)
-        if init == "svd":
-            ip, ix, val = block(0, True)
-            p0 = max(ix.size, 1) / (m * n)
-            Q, s, _ = sparse_top_svd(ip, ix, val, (m, n), k, scale=1.0 / p0, n_power_iter=n_power_iter, rng=rng)
-            if clip:
-                mu_used = mu
-                if mu_used is None:
-                    mu_used = max(float(np.quantile(np.linalg.norm(Q, axis=1), 0.95)) * np.sqrt(m / k), 1e-12)
-                Q, n_clipped = clip_rows(Q, mu_used)
-            # keep the spectrum's scale when the ridge is not scale invariant
-            U = (Q * np.sqrt(np.maximum(s, 0.0))).astype(dtype) if lam > 0 else Q.astype(dtype)
-        else:
-            scale = np.sqrt(np.mean(np.abs(csr_val)) / k) if nnz else 1.0
-            U = (rng.standard_normal((m, k)) * scale).astype(dtype)
+    def top_svd():
+        ip, ix, val = block(0, True)
+        p0 = max(ix.size, 1) / (m * n)
+        Q, s, _ = sparse_top_svd(ip, ix, val, (m, n), k, scale=1.0 / p0, n_power_iter=n_power_iter, rng=rng)
+        return Q, s
+
+    U, V, warm_v, n_clipped = _init_factors(
+        x0, m, n, k, dtype, lam, init, clip, mu, rng, top_svd,
+        lambda: np.sqrt(np.mean(np.abs(csr_val)) / k) if nnz else 1.0)
     init_time = time.perf_counter() - t_init
 
-    kw = dict(reg=lam, reg_scaling=reg_scaling, solver=solver, inner_tol=inner_tol, cg_steps=cg_steps,
-              sketch_size=sketch_size, sketch_nnz=sketch_nnz, seed=seed, check=False)
-
-    def half_step(part, by_row, fixed, current, warm_ok):
-        """Solve every row (by_row) or column of the data against ``fixed``; returns (new, solution)."""
-        R = None
-        if lam == 0.0:
-            # orthonormalize the fixed factor; the matching warm start is current @ R^T
-            Qf, R = np.linalg.qr(fixed.astype(np.float64))
-            fixed = Qf.astype(dtype)
-        ip, ix, val = block(part, by_row)
-        warm = None
-        if warm_ok:
-            warm = current if R is None else (current.astype(np.float64) @ R.T).astype(dtype)
-        # only the U-step's residuals are the objective at the new iterate
-        sol = solve_rows(ip, ix, val, fixed, warm=warm, row_offset=0 if by_row else m,
-                         want_rss=by_row and not sample_split, **kw)
-        return fixed, sol
-
-    history_rel_error = problem.truth is not None
-    f_prev = np.inf
-    converged = False
-    message = None
-    U_prev = V_prev = None
-    n_rank_def = 0
-    solver_counts = {}
-    n_cold_rows = int(np.count_nonzero(problem.row_counts == 0))
-    n_cold_cols = int(np.count_nonzero(problem.col_counts == 0))
-    k2_dense = 0
-    for it in range(maxiter):
-        t0 = time.perf_counter()
-        c0 = time.process_time()
-        # V-step: columns against the fixed U
-        U, sv = half_step(2 * it + 1, False, U, V, warm_v)
-        V = sv.rows
-        warm_v = True
-        # U-step: rows against the fixed V
-        V, su = half_step(2 * it + 2, True, V, U, True)
-        U = su.rows
-        # objective and metrics on all of Omega: the U-step returned each row's squared residual at the
-        # new iterate; only the theory mode (U-step on one part of Omega) needs a separate pass
-        if sample_split:
-            sse = float(np.sum(K.row_residual_sq(csr_ip, csr_ix, csr_val, U, V)))
-        else:
-            sse = float(np.sum(su.rss))
-        f = 0.5 * sse
-        if lam > 0:
-            cu = problem.row_counts if reg_scaling == "count" else 1.0
-            cv = problem.col_counts if reg_scaling == "count" else 1.0
-            f += 0.5 * lam * (float(np.sum(cu * np.sum(U.astype(np.float64) ** 2, axis=1)))
-                              + float(np.sum(cv * np.sum(V.astype(np.float64) ** 2, axis=1))))
-        rmse = np.sqrt(sse / nnz)
-        rel_res = np.sqrt(sse) / ref_norm
-        if U_prev is not None:
-            d2, x2 = gram_distance(U, V, U_prev, V_prev)
-            rel_change = np.sqrt(d2 / x2) if x2 > 0 else np.inf
-        else:
-            rel_change = np.inf
-        U_prev, V_prev = U, V
-        work = int(sv.work.sum() + su.work.sum()) + (nnz * k if sample_split else 0)   # + residual pass
-        dense = (m + n) * k * k * (4 if lam == 0.0 else 0) + 3 * (m + n) * k * k   # QRs and Gram formula
-        k2_dense = dense
-        fields = dict(fun=f, rmse=rmse, rel_residual=rel_res, rel_change=rel_change,
-                      passes=(work + dense) / (nnz * k), row_passes=work / (nnz * k),
-                      inner_steps=float(np.mean(np.concatenate([sv.inner_steps, su.inner_steps]))))
-        if history_rel_error:
-            Ut, Vt = problem.truth
-            d2, x2 = gram_distance(U, V, Ut, Vt)
-            fields["rel_error"] = np.sqrt(d2 / x2) if x2 > 0 else np.sqrt(d2)
-        fields["iter_time"] = time.perf_counter() - t0
-        fields["iter_cpu"] = time.process_time() - c0      # CPU seconds of all threads (robust to a busy machine)
-        n_rank_def = sv.n_rank_deficient + su.n_rank_deficient
-        if mon.step(np.concatenate([U.ravel(), V.ravel()]), **fields):
-            break
-        if not np.isfinite(f):
-            message = "Numerical breakdown: the objective is not finite."
-            break
-        if rel_res <= atol:
-            converged, message = True, f"Relative residual {rel_res:.3e} <= atol."
-            break
-        if rel_change <= xtol:
-            converged, message = True, f"Relative change of X {rel_change:.3e} <= xtol."
-            break
-        if abs(f_prev - f) <= tol * max(f, np.finfo(float).tiny):
-            converged, message = True, f"Relative change of f {abs(f_prev - f) / max(f, 1e-300):.3e} <= tol."
-            break
-        f_prev = f
-    used = np.concatenate([sv.used, su.used])
-    solver_counts = {USED_NAMES[c]: int(np.count_nonzero(used == c)) for c in np.unique(used)}
-    if lam == 0.0:
-        U, V = balance_factors(U, V)
-    hist = mon.history
-    status = None
-    if message is not None and message.startswith("Numerical"):
-        status = 3
-    res = mon.result(np.concatenate([U.ravel(), V.ravel()]), converged=converged, status=status, message=message,
-                     U=U, V=V, fun=float(f), rmse=float(rmse), global_mean=gmean,
-                     row_bias=bu if center == "biases" else None, col_bias=bv if center == "biases" else None,
-                     n_cold_rows=n_cold_rows, n_cold_cols=n_cold_cols, n_rank_deficient=int(n_rank_def),
-                     n_clipped=n_clipped, solver_counts=solver_counts,
-                     time_per_iter=float(np.mean(hist["iter_time"])),
-                     passes_per_iter=float(np.mean(hist["passes"])), init_time=init_time,
-                     dense_passes=k2_dense / (nnz * k))
-    return res
+    kw = _solve_kw(lam, reg_scaling, solver, inner_tol, cg_steps, sketch_size, sketch_nnz, seed)
+    backend = _LocalRows(block, (csr_ip, csr_ix, csr_val), m, sample_split, kw)
+    return _run(backend, problem, mon, U, V, warm_v, lam=lam, dtype=dtype, reg_scaling=reg_scaling,
+                sample_split=sample_split, maxiter=maxiter, tol=tol, xtol=xtol, atol=atol, nnz=nnz,
+                ref_norm=ref_norm, row_counts=problem.row_counts, col_counts=problem.col_counts,
+                result_keys=dict(global_mean=gmean, row_bias=bu if center == "biases" else None,
+                                 col_bias=bv if center == "biases" else None, n_clipped=n_clipped,
+                                 init_time=init_time))

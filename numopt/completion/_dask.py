@@ -28,7 +28,6 @@ import time
 import numpy as np
 
 from .._monitor import Monitor
-from .._validation import check_bool, check_choice, check_int, check_positive, check_random_state
 from ._dask_data import DaskMatrixCompletion
 
 __all__ = ["minimize_altmin_dask"]
@@ -358,43 +357,61 @@ def minimize_altmin_dask(problem, x0=None, *, client, callback=None, solver="aut
     """
     import contextlib
 
-    from ._altmin import _threads
-    from ._rowsolve import SOLVERS
+    from ._altmin import _check_options, _threads
 
     problem = _to_problem(problem)
-    check_choice(solver, "solver", tuple(SOLVERS))
-    check_choice(init, "init", ("svd", "random"))
-    clip = check_bool(clip, "clip")
-    sample_split = check_bool(sample_split, "sample_split")
-    check_choice(reg_scaling, "reg_scaling", ("none", "count"))
-    check_choice(center, "center", ("none", "global", "biases"))
-    maxiter = check_int(maxiter, "maxiter", min_value=1)
-    tol = check_positive(tol, "tol", strict=False)
-    xtol = check_positive(xtol, "xtol", strict=False)
-    atol = check_positive(atol, "atol", strict=False)
-    inner_tol = check_positive(inner_tol, "inner_tol", strict=False)
-    cg_steps = check_int(cg_steps, "cg_steps", min_value=1)
-    m, n = problem.shape
-    k = problem.rank
-    sketch_size = check_int(sketch_size, "sketch_size", min_value=k, allow_none=True)
-    sketch_nnz = check_int(sketch_nnz, "sketch_nnz", min_value=1)
-    n_power_iter = check_int(n_power_iter, "n_power_iter", min_value=0)
-    check_int(workers, "workers", min_value=1, allow_none=True)
-    if mu is not None:
-        mu = check_positive(mu, "mu")
-    rng = check_random_state(random_state)
+    opts, _ = _check_options(problem, solver, init, clip, mu, sample_split, reg_scaling, center, maxiter, tol, xtol,
+                             atol, inner_tol, cg_steps, sketch_size, sketch_nnz, n_power_iter, workers, random_state)
     with contextlib.ExitStack() as stack:
         client = _check_client(client, stack)
         stack.enter_context(_threads(None))     # BLAS on one thread for the driver's QRs, as on one machine
-        return _solve(problem, x0, client, callback, solver, init, clip, mu, sample_split, reg_scaling, center,
-                      maxiter, tol, xtol, atol, inner_tol, cg_steps, sketch_size, sketch_nnz, n_power_iter, rng,
-                      verbose, progress)
+        return _solve(problem, x0, client, callback, verbose, progress, **opts)
 
 
-def _solve(problem, x0, client, callback, solver, init, clip, mu, sample_split, reg_scaling, center, maxiter, tol,
-           xtol, atol, inner_tol, cg_steps, sketch_size, sketch_nnz, n_power_iter, rng, verbose, progress):
-    from ._altmin import _unpack_x0, balance_factors, clip_rows, gram_distance
-    from ._rowsolve import USED_NAMES
+class _DaskRows:
+    """Half-step backend of the Dask solver: broadcast the fixed factor, solve every block's rows on its
+    worker, gather the new factor (plus the byte accounting of the history and the result)."""
+
+    def __init__(self, cl, split_of, m, kw):
+        self.cl, self.split_of, self.m, self.kw = cl, split_of, m, kw
+        self.bytes_hist, self.bytes_in_hist = [], []
+
+    def solve(self, part, by_row, fixed, warm):
+        cl = self.cl
+        blocks, bounds = cl.blocks(by_row)
+        split = self.split_of(part)(by_row)
+        task_kw = dict(self.kw, shift=0 if by_row else self.m, by_row=by_row)
+        # theory mode: the U-step saw one part of Omega, so the blocks also run a residual pass on all of it
+        residual = by_row and split is not None
+        out = cl.run(_solve_task, blocks, lambda i: (None if warm is None else warm[bounds[i]:bounds[i + 1]],
+                                                     dict(task_kw), split, residual), shared=(fixed,))
+        if warm is not None:
+            cl.bytes += warm.nbytes
+        sols = [o[0] for o in out]
+        for sol, res in out:
+            cl.received(*sol, res)
+        sol = type(sols[0])(*[np.concatenate(f) for f in zip(*sols)])       # the whole factor's solution
+        res = np.concatenate([o[1] for o in out]) if residual else None
+        return sol, res
+
+    def begin_iter(self):
+        self.b0, self.i0 = self.cl.bytes, self.cl.bytes_in
+
+    def end_iter(self, fields):
+        fields["bytes_moved"] = self.cl.bytes - self.b0
+        self.bytes_hist.append(self.cl.bytes - self.b0)
+        self.bytes_in_hist.append(self.cl.bytes_in - self.i0)
+
+    def result_extra(self):
+        cl = self.cl
+        return dict(bytes_per_iter=float(np.mean(self.bytes_hist)),
+                    bytes_in_per_iter=float(np.mean(self.bytes_in_hist)),
+                    n_workers=cl.n_workers, row_blocks=len(cl.lay.row_blocks), col_blocks=len(cl.lay.col_blocks))
+
+
+def _solve(problem, x0, client, callback, verbose, progress, *, solver, init, clip, mu, sample_split, reg_scaling,
+           center, maxiter, tol, xtol, atol, inner_tol, cg_steps, sketch_size, sketch_nnz, n_power_iter, rng):
+    from ._altmin import _init_factors, _run, _solve_kw
 
     m, n = problem.shape
     k = problem.rank
@@ -440,139 +457,23 @@ def _solve(problem, x0, client, callback, solver, init, clip, mu, sample_split, 
         return of
 
     # ---- initialization -------------------------------------------------------------------------
-    n_clipped = 0
-    if x0 is not None:
-        U, V = _unpack_x0(x0, m, n, k, dtype)
-        warm_v = True
-    else:
-        warm_v = False
-        V = np.zeros((n, k), dtype=dtype)
-        if init == "svd":
-            sizes = cl.run(_abs_sum, row_blocks, lambda i: (split_of(0)(True),))
-            p0 = max(sum(s[1] for s in sizes), 1) / (m * n)
-            G = rng.standard_normal((n, min(k + 10, min(m, n))))       # the single-machine test matrix
-            Q, s = _retry(lambda: _svd_init(cl, G, k, 1.0 / p0, split_of(0), n_power_iter))
-            if clip:
-                mu_used = mu
-                if mu_used is None:
-                    mu_used = max(float(np.quantile(np.linalg.norm(Q, axis=1), 0.95)) * np.sqrt(m / k), 1e-12)
-                Q, n_clipped = clip_rows(Q, mu_used)
-            U = (Q * np.sqrt(np.maximum(s, 0.0))).astype(dtype) if lam > 0 else Q.astype(dtype)
-        else:
-            sums = cl.run(_abs_sum, row_blocks, lambda i: (None,))
-            scale = np.sqrt(sum(s[0] for s in sums) / nnz / k) if nnz else 1.0
-            U = (rng.standard_normal((m, k)) * scale).astype(dtype)
+    def top_svd():
+        sizes = cl.run(_abs_sum, row_blocks, lambda i: (split_of(0)(True),))
+        p0 = max(sum(s[1] for s in sizes), 1) / (m * n)
+        G = rng.standard_normal((n, min(k + 10, min(m, n))))       # the single-machine test matrix
+        return _retry(lambda: _svd_init(cl, G, k, 1.0 / p0, split_of(0), n_power_iter))
+
+    def random_scale():
+        sums = cl.run(_abs_sum, row_blocks, lambda i: (None,))
+        return np.sqrt(sum(s[0] for s in sums) / nnz / k) if nnz else 1.0
+
+    U, V, warm_v, n_clipped = _init_factors(x0, m, n, k, dtype, lam, init, clip, mu, rng, top_svd, random_scale)
     init_time = time.perf_counter() - t_init
 
-    kw = dict(reg=lam, reg_scaling=reg_scaling, solver=solver, inner_tol=inner_tol, cg_steps=cg_steps,
-              sketch_size=sketch_size, sketch_nnz=sketch_nnz, seed=seed, check=False)
-
-    def half_step(part, by_row, fixed, current, warm_ok):
-        """Broadcast ``fixed``, solve every block's rows on its worker, gather the new factor."""
-        R = None
-        if lam == 0.0:
-            Qf, R = np.linalg.qr(fixed.astype(np.float64))
-            fixed = Qf.astype(dtype)
-        warm = None
-        if warm_ok:
-            warm = current if R is None else (current.astype(np.float64) @ R.T).astype(dtype)
-        blocks, bounds = cl.blocks(by_row)
-        split = split_of(part)(by_row)
-        task_kw = dict(kw, shift=0 if by_row else m, by_row=by_row)
-        residual = by_row and split is not None
-        out = cl.run(_solve_task, blocks, lambda i: (None if warm is None else warm[bounds[i]:bounds[i + 1]],
-                                                     dict(task_kw), split, residual), shared=(fixed,))
-        if warm is not None:
-            cl.bytes += warm.nbytes
-        sols = [o[0] for o in out]
-        for sol, res in out:
-            cl.received(*sol, res)
-        sol = type(sols[0])(*[np.concatenate(f) for f in zip(*sols)])       # the whole factor's solution
-        res = np.concatenate([o[1] for o in out]) if by_row and split is not None else None
-        return fixed, sol, res
-
-    history_rel_error = problem.truth is not None
-    f_prev = np.inf
-    converged = False
-    message = None
-    U_prev = V_prev = None
-    n_rank_def = 0
-    n_cold_rows = int(np.count_nonzero(row_counts == 0))
-    n_cold_cols = int(np.count_nonzero(col_counts == 0))
-    k2_dense = 0
-    bytes_hist, bytes_in_hist = [], []
-    f = rmse = np.nan
-    for it in range(maxiter):
-        t0 = time.perf_counter()
-        b0, i0 = cl.bytes, cl.bytes_in
-        # V-step: columns against the fixed U
-        U, sv, _ = half_step(2 * it + 1, False, U, V, warm_v)
-        V = sv.rows
-        warm_v = True
-        # U-step: rows against the fixed V; each row's squared residual at the new iterate comes back with it
-        # (theory mode: the U-step saw one part of Omega, so the blocks also ran a residual pass on all of it)
-        V, su, res_sq = half_step(2 * it + 2, True, V, U, True)
-        U = su.rows
-        sse = float(np.sum(res_sq if sample_split else su.rss))
-        f = 0.5 * sse
-        if lam > 0:
-            cu = row_counts if reg_scaling == "count" else 1.0
-            cv = col_counts if reg_scaling == "count" else 1.0
-            f += 0.5 * lam * (float(np.sum(cu * np.sum(U.astype(np.float64) ** 2, axis=1)))
-                              + float(np.sum(cv * np.sum(V.astype(np.float64) ** 2, axis=1))))
-        rmse = np.sqrt(sse / nnz)
-        rel_res = np.sqrt(sse) / ref_norm
-        if U_prev is not None:
-            d2, x2 = gram_distance(U, V, U_prev, V_prev)
-            rel_change = np.sqrt(d2 / x2) if x2 > 0 else np.inf
-        else:
-            rel_change = np.inf
-        U_prev, V_prev = U, V
-        work = int(sv.work.sum() + su.work.sum()) + (nnz * k if sample_split else 0)   # + residual pass
-        dense = (m + n) * k * k * (4 if lam == 0.0 else 0) + 3 * (m + n) * k * k
-        k2_dense = dense
-        fields = dict(fun=f, rmse=rmse, rel_residual=rel_res, rel_change=rel_change,
-                      passes=(work + dense) / (nnz * k), row_passes=work / (nnz * k),
-                      inner_steps=float(np.mean(np.concatenate([sv.inner_steps, su.inner_steps]))))
-        if history_rel_error:
-            Ut, Vt = problem.truth
-            d2, x2 = gram_distance(U, V, Ut, Vt)
-            fields["rel_error"] = np.sqrt(d2 / x2) if x2 > 0 else np.sqrt(d2)
-        fields["iter_time"] = time.perf_counter() - t0
-        fields["bytes_moved"] = cl.bytes - b0
-        bytes_hist.append(cl.bytes - b0)
-        bytes_in_hist.append(cl.bytes_in - i0)
-        n_rank_def = sv.n_rank_deficient + su.n_rank_deficient
-        if mon.step(np.concatenate([U.ravel(), V.ravel()]), **fields):
-            break
-        if not np.isfinite(f):
-            message = "Numerical breakdown: the objective is not finite."
-            break
-        if rel_res <= atol:
-            converged, message = True, f"Relative residual {rel_res:.3e} <= atol."
-            break
-        if rel_change <= xtol:
-            converged, message = True, f"Relative change of X {rel_change:.3e} <= xtol."
-            break
-        if abs(f_prev - f) <= tol * max(f, np.finfo(float).tiny):
-            converged, message = True, f"Relative change of f {abs(f_prev - f) / max(f, 1e-300):.3e} <= tol."
-            break
-        f_prev = f
-    used = np.concatenate([sv.used, su.used])
-    solver_counts = {USED_NAMES[c]: int(np.count_nonzero(used == c)) for c in np.unique(used)}
-    if lam == 0.0:
-        U, V = balance_factors(U, V)
-    hist = mon.history
-    status = None
-    if message is not None and message.startswith("Numerical"):
-        status = 3
-    return mon.result(np.concatenate([U.ravel(), V.ravel()]), converged=converged, status=status, message=message,
-                      U=U, V=V, fun=float(f), rmse=float(rmse), global_mean=gmean,
-                      row_bias=bu if center == "biases" else None, col_bias=bv if center == "biases" else None,
-                      n_cold_rows=n_cold_rows, n_cold_cols=n_cold_cols, n_rank_deficient=int(n_rank_def),
-                      n_clipped=n_clipped, solver_counts=solver_counts,
-                      time_per_iter=float(np.mean(hist["iter_time"])),
-                      passes_per_iter=float(np.mean(hist["passes"])), init_time=init_time,
-                      dense_passes=k2_dense / (nnz * k), bytes_per_iter=float(np.mean(bytes_hist)),
-                      bytes_in_per_iter=float(np.mean(bytes_in_hist)),
-                      n_workers=cl.n_workers, row_blocks=len(lay.row_blocks), col_blocks=len(lay.col_blocks))
+    kw = _solve_kw(lam, reg_scaling, solver, inner_tol, cg_steps, sketch_size, sketch_nnz, seed)
+    return _run(_DaskRows(cl, split_of, m, kw), problem, mon, U, V, warm_v, lam=lam, dtype=dtype,
+                reg_scaling=reg_scaling, sample_split=sample_split, maxiter=maxiter, tol=tol, xtol=xtol, atol=atol,
+                nnz=nnz, ref_norm=ref_norm, row_counts=row_counts, col_counts=col_counts,
+                result_keys=dict(global_mean=gmean, row_bias=bu if center == "biases" else None,
+                                 col_bias=bv if center == "biases" else None, n_clipped=n_clipped,
+                                 init_time=init_time))
