@@ -218,3 +218,15 @@ def test_fuzz_cg_shapes_and_dtypes(shape, dtype, sparse):
         assert shape[0] != shape[1] or dtype is np.complex128 or dtype is np.bool_ or True
         return
     assert shape[0] == shape[1] and np.all(np.isfinite(x))
+
+
+def test_import_numopt_is_light():
+    """``import numopt`` loads no optional or heavy module (numba kernels, torch, sklearn load on first use)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, numopt, numopt.problems, numopt.relu, numopt.completion, numopt.linalg; "
+            "print(sorted(m for m in ('torch', 'sklearn', 'dask', 'distributed', 'ot') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]", out.stdout

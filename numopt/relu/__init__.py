@@ -6,7 +6,21 @@
   accelerated proximal gradient.
 * :class:`ConvexReLUClassifier`, :class:`ConvexReLURegressor`: scikit-learn estimators.
 """
-from ._estimators import ConvexReLUClassifier, ConvexReLURegressor, beta_path
+import importlib
+
 from ._problem import TwoLayerReLU
 
 __all__ = ["ConvexReLUClassifier", "ConvexReLURegressor", "TwoLayerReLU", "beta_path"]
+
+# the estimators import scikit-learn (~1 s): load them on first use, not with ``import numopt``
+_LAZY = {"ConvexReLUClassifier": "._estimators", "ConvexReLURegressor": "._estimators", "beta_path": "._estimators"}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(__all__)
