@@ -7,6 +7,7 @@
 
 The solver (and Numba) is imported on first use, so ``import numopt`` stays cheap.
 """
+from .._lazy import lazy_exports
 from ._problem import LabelPropagation, LeastSquares, Logistic, MultinomialLogistic, Quadratic
 from ._scipy import method
 
@@ -14,8 +15,4 @@ __all__ = ["minimize_bcd", "method", "LeastSquares", "Logistic", "MultinomialLog
            "Quadratic"]
 
 
-def __getattr__(name):
-    if name == "minimize_bcd":
-        from ._bcd import minimize_bcd
-        return minimize_bcd
-    raise AttributeError(f"module 'numopt.bcd' has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, {"minimize_bcd": "._bcd"}, __all__)

@@ -9,8 +9,7 @@
 Everything but the problem class is imported lazily, so ``import numopt`` does not load Numba or
 scikit-learn.
 """
-import importlib
-
+from .._lazy import lazy_exports
 from ._problem import MatrixCompletion
 
 __all__ = ["MatrixCompletion", "MatrixCompleter", "minimize_altmin", "solve_rows", "RowBlockSolution",
@@ -21,11 +20,4 @@ _LAZY = {"MatrixCompleter": "._estimator", "minimize_altmin": "._altmin", "spars
          "RowBlockSolution": "._rowsolve", "DaskMatrixCompletion": "._dask_data", "minimize_altmin_dask": "._dask"}
 
 
-def __getattr__(name):
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name], __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, __all__)

@@ -6,8 +6,7 @@
   accelerated proximal gradient.
 * :class:`ConvexReLUClassifier`, :class:`ConvexReLURegressor`: scikit-learn estimators.
 """
-import importlib
-
+from .._lazy import lazy_exports
 from ._problem import TwoLayerReLU
 
 __all__ = ["ConvexReLUClassifier", "ConvexReLURegressor", "TwoLayerReLU", "beta_path"]
@@ -16,11 +15,4 @@ __all__ = ["ConvexReLUClassifier", "ConvexReLURegressor", "TwoLayerReLU", "beta_
 _LAZY = {"ConvexReLUClassifier": "._estimators", "ConvexReLURegressor": "._estimators", "beta_path": "._estimators"}
 
 
-def __getattr__(name):
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name], __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, __all__)
