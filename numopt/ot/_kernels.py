@@ -518,3 +518,245 @@ def pcg_jacobi(hp, hi, hx, diag, rhs, rtol, maxiter, n):
 def n_chunks(n):
     """Chunks of rows for the per-chunk column buffers: one per thread, at most n."""
     return max(1, min(nb.get_num_threads(), n))
+
+
+# --- the scaled (absorbed-kernel) form used by SNS ------------------------------------------------------
+#
+# SNS keeps a base matrix B_ij = exp(lu0_i - M_ij / reg + lv0_j) with every row maximum equal to 1
+# (lu0_i = -max_j(lv0_j - M_ij / reg)), and writes the plan at any point (lu, lv) as
+# P = diag(u) B diag(v), u = exp(lu - lu0), v = exp(lv - lv0). A pass over B then needs no exponential:
+# it streams one n x m array like a matrix-vector product. Entries of B that underflowed are below
+# e^-708 of their row maximum; the caller keeps max(lu - lu0) + max(lv - lv0) <= a bound (and re-absorbs
+# otherwise), so such entries stay negligible in P.
+
+SWEEP, RC, RC_HIST = 0, 1, 2      # what a scaled pass does
+
+
+@_twins(_FM)
+def _absorb_impl(M, inv, lu, lv, a, B, lu0, S, rs, acc_s, acc_u):
+    n, m = M.shape
+    nchunk = acc_s.shape[0]
+    for t in prange(nchunk):
+        lo = t * n // nchunk
+        hi = (t + 1) * n // nchunk
+        for j in range(m):
+            acc_s[t, j] = 0.0
+            acc_u[t, j] = 0.0
+        for i in range(lo, hi):
+            mx = -np.inf
+            for j in range(m):
+                e = lv[j] - M[i, j] * inv
+                if e > mx:
+                    mx = e
+            s = 0.0
+            for j in range(m):
+                e = fexp(lv[j] - M[i, j] * inv - mx)
+                B[i, j] = e
+                s += e
+            lu0[i] = -mx
+            S[i] = s
+            ui = fexp(lu[i] + mx)
+            rs[i] = ui * s
+            wu = a[i] / s
+            for j in range(m):
+                e = B[i, j]
+                acc_s[t, j] += ui * e
+                acc_u[t, j] += wu * e
+
+
+_absorb_par, _absorb_ser = _absorb_impl
+
+
+@njit(cache=True, nogil=True)
+def absorb(M, inv, lu, lv, a, B, lu0, S, rs, acc_s, acc_u):
+    """One pass over M: the base matrix B of the point (lu, lv) and the sums SNS needs there.
+
+    Writes ``B_ij = exp(lv_j - M_ij*inv - mx_i)`` with ``mx_i = max_j(lv_j - M_ij*inv)`` (so every row of
+    B has maximum 1), ``lu0 = -mx``, ``S = B 1``, ``rs = u * S`` (row sums of the plan at (lu, lv),
+    ``u = exp(lu - lu0)``), ``acc_s[t]`` = column sums of ``diag(u) B`` over row chunk t (plan column sums
+    at (lu, lv)), and ``acc_u[t]`` = the same with ``u = a / S`` (after an exact Sinkhorn row update).
+    The base potentials are ``(lu0, lv)``. ``rs``/``acc_s`` may overflow for a wild start point.
+    """
+    if M.size >= _PAR_MIN:
+        _absorb_par(M, inv, lu, lv, a, B, lu0, S, rs, acc_s, acc_u)
+    else:
+        _absorb_ser(M, inv, lu, lv, a, B, lu0, S, rs, acc_s, acc_u)
+
+
+@_twins(_FM)
+def _scaled_impl(B, u, v, a, r, acc, mode, count, mass):
+    n, m = B.shape
+    nchunk = acc.shape[0]
+    for t in prange(nchunk):
+        lo = t * n // nchunk
+        hi = (t + 1) * n // nchunk
+        for j in range(m):
+            acc[t, j] = 0.0
+        if mode == RC_HIST:
+            for k in range(N_KEYS):
+                count[t, k] = 0
+                mass[t, k] = 0.0
+        for i in range(lo, hi):
+            s = 0.0
+            for j in range(m):
+                s += B[i, j] * v[j]
+            ui = u[i]
+            r[i] = ui * s
+            if mode == SWEEP:
+                ui = a[i] / s          # exact row update; the row of B is still in cache
+                u[i] = ui
+            for j in range(m):
+                acc[t, j] += ui * B[i, j]
+            if mode == RC_HIST:
+                for j in range(m):
+                    p = (ui * B[i, j]) * v[j]
+                    k = _f64_as_i64(p) >> _KEY_SHIFT
+                    count[t, k] += 1
+                    mass[t, k] += p
+
+
+_scaled_par, _scaled_ser = _scaled_impl
+
+
+@njit(cache=True, nogil=True)
+def scaled_pass(B, u, v, a, r, acc, mode, count, mass):
+    """One pass over B at the plan P = diag(u) B diag(v); column sums go to per-chunk buffers.
+
+    Always ``r = u * (B v)`` (row sums of P on entry) and ``acc[t]`` = column sums of ``diag(u) B`` over
+    row chunk t, so that ``P^T 1 = v * acc.sum(0)``. ``mode``: ``RC`` only that; ``RC_HIST`` also the
+    histogram of the entries of P by key (as ``log2_histogram``) into ``count``/``mass`` (nchunk, N_KEYS);
+    ``SWEEP`` first does the exact Sinkhorn row update ``u = a / (B v)`` in place (``acc`` then holds
+    the column sums after it), i.e. a whole Sinkhorn sweep but the column scaling in one pass.
+    """
+    if B.size >= _PAR_MIN:
+        _scaled_par(B, u, v, a, r, acc, mode, count, mass)
+    else:
+        _scaled_ser(B, u, v, a, r, acc, mode, count, mass)
+
+
+@_twins()
+def _extract_scaled_impl(B, u, v, rho, cap, rowcnt, cols, vals):
+    n, m = B.shape
+    nchunk = cap.shape[0] - 1
+    for t in prange(nchunk):
+        lo = t * n // nchunk
+        hi = (t + 1) * n // nchunk
+        k = cap[t]
+        end = cap[t + 1]
+        for i in range(lo, hi):
+            k0 = k
+            ui = u[i]
+            for j in range(m):
+                p = (ui * B[i, j]) * v[j]
+                if p >= rho and k < end:
+                    cols[k] = j
+                    vals[k] = B[i, j]
+                    k += 1
+            rowcnt[i] = k - k0
+
+
+_extract_scaled_par, _extract_scaled_ser = _extract_scaled_impl
+
+
+@njit(cache=True, nogil=True)
+def extract_scaled(B, u, v, rho, chunk_nnz):
+    """The pattern {P_ij >= rho} of P = diag(u) B diag(v) as CSR ``(indptr, indices, b_values)``.
+
+    Stores the *base* values B_ij (the plan values at any later (u, v) are ``u_i B_ij v_j``: see
+    ``pattern_values``). ``chunk_nnz[t]`` (from the histogram) sizes the output of row chunk t; a chunk
+    never writes past its share (a rounding difference from the histogram pass can only drop an entry).
+    """
+    n = B.shape[0]
+    nchunk = chunk_nnz.shape[0]
+    cap = np.zeros(nchunk + 1, dtype=np.int64)
+    for t in range(nchunk):
+        cap[t + 1] = cap[t] + chunk_nnz[t]
+    rowcnt = np.zeros(n, dtype=np.int64)
+    cols = np.empty(cap[nchunk], dtype=np.int64)
+    vals = np.empty(cap[nchunk], dtype=np.float64)
+    if B.size >= _PAR_MIN:
+        _extract_scaled_par(B, u, v, rho, cap, rowcnt, cols, vals)
+    else:
+        _extract_scaled_ser(B, u, v, rho, cap, rowcnt, cols, vals)
+    indptr = np.empty(n + 1, dtype=np.int64)
+    indptr[0] = 0
+    for i in range(n):
+        indptr[i + 1] = indptr[i] + rowcnt[i]
+    indices = np.empty(indptr[n], dtype=np.int64)
+    bvals = np.empty(indptr[n], dtype=np.float64)
+    for t in range(nchunk):          # compact the chunks (each may have written less than its share)
+        lo = t * n // nchunk
+        hi = (t + 1) * n // nchunk
+        src = cap[t]
+        for i in range(lo, hi):
+            for k in range(indptr[i], indptr[i + 1]):
+                indices[k] = cols[src]
+                bvals[k] = vals[src]
+                src += 1
+    return indptr, indices, bvals
+
+
+@njit(cache=True, nogil=True)
+def pattern_values(indptr, indices, bvals, u, v):
+    """Plan values ``u_i B_ij v_j`` on a CSR pattern of B, and their sum."""
+    n = indptr.shape[0] - 1
+    out = np.empty(bvals.shape[0])
+    tot = 0.0
+    for i in range(n):
+        ui = u[i]
+        for k in range(indptr[i], indptr[i + 1]):
+            p = (ui * bvals[k]) * v[indices[k]]
+            out[k] = p
+            tot += p
+    return out, tot
+
+
+@_twins(_FM)
+def _finalize_impl(B, u, v, M, r, acc, cost):
+    n, m = B.shape
+    nchunk = acc.shape[0]
+    for t in prange(nchunk):
+        lo = t * n // nchunk
+        hi = (t + 1) * n // nchunk
+        for j in range(m):
+            acc[t, j] = 0.0
+        cs = 0.0
+        for i in range(lo, hi):
+            ui = u[i]
+            s = 0.0
+            for j in range(m):
+                p = (ui * B[i, j]) * v[j]
+                B[i, j] = p
+                s += p
+                acc[t, j] += p
+                cs += p * M[i, j]
+            r[i] = s
+        cost[t] = cs
+
+
+_finalize_par, _finalize_ser = _finalize_impl
+
+
+@njit(cache=True, nogil=True)
+def finalize_plan(B, u, v, M, r, acc, cost):
+    """In place ``B <- diag(u) B diag(v)`` (the returned plan), with its row sums ``r``, per-chunk column
+    sums ``acc`` and per-chunk transport costs ``cost[t]`` (sum of ``P_ij M_ij``), in one pass."""
+    if B.size >= _PAR_MIN:
+        _finalize_par(B, u, v, M, r, acc, cost)
+    else:
+        _finalize_ser(B, u, v, M, r, acc, cost)
+
+
+@njit(cache=True, nogil=True, fastmath=_FM)
+def col_lse_cost(M, inv, lu, j):
+    """log sum_i exp(lu_i - M_ij*inv) with the max shift (a column whose scaled sum underflowed)."""
+    n = M.shape[0]
+    mx = -np.inf
+    for i in range(n):
+        e = lu[i] - M[i, j] * inv
+        if e > mx:
+            mx = e
+    s = 0.0
+    for i in range(n):
+        s += fexp(lu[i] - M[i, j] * inv - mx)
+    return mx + math.log(s)

@@ -66,15 +66,19 @@ def stacked(problem, lu, lv):
 
 
 def finish(problem, ws, mon, lu, lv, *, converged, status=None, message=None, warn=True, P=None, r=None,
-           c=None, dual=None, **extra):
-    """Build the OptimizeResult: plan, cost, primal/dual values and the L1 marginal error at (lu, lv)."""
+           c=None, dual=None, cost=None, **extra):
+    """Build the OptimizeResult: plan, cost, primal/dual values and the L1 marginal error at (lu, lv).
+
+    Without ``P`` the plan is computed from (lu, lv) by a fused pass of ``ws``; otherwise ``P``, its
+    marginals ``r``, ``c`` and the scaled ``dual`` are taken as given (``cost`` too, when not None).
+    """
     if P is None:
         P = ws.plans[0]
         dual = ws.dual_pass(lu, lv, P)
         r, c = ws.r, ws.c
-    err = ws.error(r, c)
+    err = float(np.abs(r - problem.a_red).sum() + np.abs(c - problem.b_red).sum())
     reg = problem.reg
-    cost = float(np.vdot(problem.M_red, P))
+    cost = float(np.vdot(problem.M_red, P)) if cost is None else float(cost)
     # sum P log P = lu.r + lv.c + sum P K and sum P K = -cost / reg, so the primal value needs no log(0)
     fun = float(reg * (np.dot(lu, r) + np.dot(lv, c)))
     log_u, log_v, plan = problem.expand(lu, lv, P)
