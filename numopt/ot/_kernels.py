@@ -25,8 +25,9 @@ import numpy as np
 from numba import njit, prange, types
 from numba.extending import intrinsic
 
-__all__ = ["fexp", "neg_scaled_cost", "sinkhorn_block", "dual_pass", "log2_histogram", "extract_csr",
-           "hessian_csr", "pcg_jacobi", "N_KEYS", "key_threshold"]
+__all__ = ["fexp", "neg_scaled_cost", "sinkhorn_block", "dual_pass", "log2_histogram", "key_threshold",
+           "hs_matvec", "pcg_jacobi", "N_KEYS", "absorb", "scaled_pass", "extract_scaled", "filter_candidates", "pattern_sums",
+           "finalize_plan", "col_lse_cost"]
 
 _FM = {"reassoc", "contract", "nsz", "arcp"}     # no "nnan"/"ninf": inf and NaN must survive as values
 _LOG2E = 1.4426950408889634
@@ -333,134 +334,48 @@ def key_threshold(key):
     return _i64_as_f64(np.int64(key) << _KEY_SHIFT)
 
 
-@_twins()
-def _extract_csr_impl(P, rho, chunk_nnz):
-    n, m = P.shape
-    nchunk = chunk_nnz.shape[0]
-    start = np.zeros(nchunk + 1, dtype=np.int64)
-    for t in range(nchunk):
-        start[t + 1] = start[t] + chunk_nnz[t]
-    indptr = np.empty(n + 1, dtype=np.int64)
-    indptr[0] = 0
-    indices = np.empty(start[nchunk], dtype=np.int64)
-    data = np.empty(start[nchunk], dtype=np.float64)
-    for t in prange(nchunk):
-        lo = t * n // nchunk
-        hi = (t + 1) * n // nchunk
-        k = start[t]
-        for i in range(lo, hi):
-            for j in range(m):
-                p = P[i, j]
-                if p >= rho:
-                    indices[k] = j
-                    data[k] = p
-                    k += 1
-            indptr[i + 1] = k
-    return indptr, indices, data
-
-
-_extract_csr_par, _extract_csr_ser = _extract_csr_impl
-
-
-@njit(cache=True, nogil=True)
-def extract_csr(P, rho, chunk_nnz):
-    """The entries P_ij >= rho as CSR (indptr, indices, data) in one pass over P.
-
-    ``chunk_nnz[t]`` is the number of kept entries in the t-th of ``len(chunk_nnz)`` equal row chunks
-    (rows ``t*n//nchunk`` to ``(t+1)*n//nchunk``), read off the per-chunk histogram, so each chunk knows
-    where to write without a counting pass. Chunks run in parallel for large P.
-    """
-    if P.size >= _PAR_MIN:
-        return _extract_csr_par(P, rho, chunk_nnz)
-    return _extract_csr_ser(P, rho, chunk_nnz)
-
-
-def chunk_counts(P, rho, nchunk):
-    """NumPy: kept entries per row chunk (the layout of ``extract_csr``), for callers without a histogram."""
-    n = P.shape[0]
-    keep = (P >= rho).sum(1)
-    return np.array([keep[t * n // nchunk:(t + 1) * n // nchunk].sum() for t in range(nchunk)], dtype=np.int64)
-
-
-@njit(cache=True, nogil=True)
-def hessian_csr(indptr, indices, data, r, c, ridge):
-    """CSR of H_s = [[diag(r), P_s], [P_s^T, diag(c)]] + ridge * I (size n + m, symmetric).
-
-    The diagonal keeps the dense marginals r, c (so H_s stays diagonally dominant) and is floored
-    at ``ridge`` so that rows whose mass underflowed never give a zero Jacobi pivot.
-    """
-    n = r.shape[0]
-    m = c.shape[0]
-    nnz = indptr[n]
-    N = n + m
-    colcnt = np.zeros(m, dtype=np.int64)
-    for k in range(nnz):
-        colcnt[indices[k]] += 1
-    hp = np.empty(N + 1, dtype=np.int64)
-    hp[0] = 0
-    for i in range(n):
-        hp[i + 1] = hp[i] + 1 + (indptr[i + 1] - indptr[i])
-    for j in range(m):
-        hp[n + j + 1] = hp[n + j] + 1 + colcnt[j]
-    hi = np.empty(hp[N], dtype=np.int64)
-    hx = np.empty(hp[N], dtype=np.float64)
-    diag = np.empty(N, dtype=np.float64)
-    for i in range(n):
-        d = max(r[i], 0.0) + ridge
-        diag[i] = d
-        p = hp[i]
-        hi[p] = i
-        hx[p] = d
-        p += 1
-        for k in range(indptr[i], indptr[i + 1]):
-            hi[p] = n + indices[k]
-            hx[p] = data[k]
-            p += 1
-    fill = np.empty(m, dtype=np.int64)
-    for j in range(m):
-        d = max(c[j], 0.0) + ridge
-        diag[n + j] = d
-        p = hp[n + j]
-        hi[p] = n + j
-        hx[p] = d
-        fill[j] = p + 1
-    for i in range(n):
-        for k in range(indptr[i], indptr[i + 1]):
-            j = indices[k]
-            p = fill[j]
-            hi[p] = i
-            hx[p] = data[k]
-            fill[j] = p + 1
-    return hp, hi, hx, diag
-
-
 @njit(cache=True, nogil=True, fastmath={"contract"})
-def _csr_mv(hp, hi, hx, x, out):
-    N = hp.shape[0] - 1
-    for i in range(N):
-        s = 0.0
-        for k in range(hp[i], hp[i + 1]):
-            s += hx[k] * x[hi[k]]
+def _hs_mv(indptr, indices, vals, dr, dc, x, out):
+    """out = H_s x with H_s = [[diag(dr), P_s], [P_s^T, diag(dc)]], P_s given as CSR (no H_s is formed)."""
+    n = dr.shape[0]
+    m = dc.shape[0]
+    for j in range(m):
+        out[n + j] = dc[j] * x[n + j]
+    for i in range(n):
+        xi = x[i]
+        s = dr[i] * xi
+        for k in range(indptr[i], indptr[i + 1]):
+            j = n + indices[k]
+            p = vals[k]
+            s += p * x[j]
+            out[j] += p * xi
         out[i] = s
 
 
 @njit(cache=True, nogil=True)
-def csr_matvec(hp, hi, hx, x):
-    """out = H x (for the tests)."""
-    out = np.empty(hp.shape[0] - 1)
-    _csr_mv(hp, hi, hx, x, out)
+def hs_matvec(indptr, indices, vals, r, c, ridge, x):
+    """H_s x for ``H_s = [[diag(r), P_s], [P_s^T, diag(c)]] + ridge * I`` (diagonal floored at ``ridge``)."""
+    out = np.empty(x.shape[0])
+    _hs_mv(indptr, indices, vals, np.maximum(r, 0.0) + ridge, np.maximum(c, 0.0) + ridge, x, out)
     return out
 
 
 @njit(cache=True, nogil=True, fastmath={"contract"})
-def pcg_jacobi(hp, hi, hx, diag, rhs, rtol, maxiter, n):
-    """Jacobi-preconditioned CG for H_s dz = rhs, started at 0.
+def pcg_jacobi(indptr, indices, vals, r, c, ridge, rhs, rtol, maxiter):
+    """Jacobi-preconditioned CG for H_s dz = rhs, started at 0, matrix-free in the CSR of P_s.
 
-    The iterate is kept orthogonal to the gauge direction e = (1_n, -1_m) (H e ~ 0): the right-hand
-    side is projected once, and the result again at the end. Stops at ||res|| <= rtol * ||rhs||
-    or after ``maxiter`` iterations. Returns ``(dz, iterations, relative residual)``.
+    ``H_s = [[diag(r), P_s], [P_s^T, diag(c)]] + ridge * I``: the diagonal keeps the dense marginals r, c
+    (so H_s stays diagonally dominant, hence PSD) floored at ``ridge``, so rows whose mass underflowed
+    never give a zero Jacobi pivot. The iterate is kept orthogonal to the gauge direction
+    e = (1_n, -1_m) (H e ~ 0): the right-hand side is projected once, and the result again at the end.
+    Stops at ||res|| <= rtol * ||rhs|| or after ``maxiter`` iterations.
+    Returns ``(dz, iterations, relative residual)``.
     """
+    n = r.shape[0]
     N = rhs.shape[0]
+    dr = np.maximum(r, 0.0) + ridge
+    dc = np.maximum(c, 0.0) + ridge
+    diag = np.concatenate((dr, dc))
     b = rhs.copy()
     s = 0.0
     for i in range(N):
@@ -484,7 +399,7 @@ def pcg_jacobi(hp, hi, hx, diag, rhs, rtol, maxiter, n):
     it = 0
     rnorm = bnorm
     while it < maxiter:
-        _csr_mv(hp, hi, hx, p, q)
+        _hs_mv(indptr, indices, vals, dr, dc, p, q)
         pq = np.dot(p, q)
         if not (pq > 0.0):
             break
@@ -529,11 +444,21 @@ def n_chunks(n):
 # e^-708 of their row maximum; the caller keeps max(lu - lu0) + max(lv - lv0) <= a bound (and re-absorbs
 # otherwise), so such entries stay negligible in P.
 
-SWEEP, RC, RC_HIST = 0, 1, 2      # what a scaled pass does
+SWEEP, RC, RC_HIST, SWEEP_HIST = 0, 1, 2, 3      # what a scaled pass does
+
+
+@njit(cache=True, nogil=True, fastmath=True)
+def _row_max_exponent(M, i, inv, lv):
+    """max_j (lv_j - M_ij * inv). All-flags fastmath (a vectorised max) is safe here: M and lv are
+    finite (validated inputs, finite potentials), so no NaN or inf can occur."""
+    mx = -np.inf
+    for j in range(M.shape[1]):
+        mx = max(mx, lv[j] - M[i, j] * inv)
+    return mx
 
 
 @_twins(_FM)
-def _absorb_impl(M, inv, lu, lv, a, B, lu0, S, rs, acc_s, acc_u):
+def _absorb_impl(M, inv, lu, lv, a, B, lu0, S, rs, acc_s, acc_u, start_cols):
     n, m = M.shape
     nchunk = acc_s.shape[0]
     for t in prange(nchunk):
@@ -542,12 +467,9 @@ def _absorb_impl(M, inv, lu, lv, a, B, lu0, S, rs, acc_s, acc_u):
         for j in range(m):
             acc_s[t, j] = 0.0
             acc_u[t, j] = 0.0
+        i0 = lo
         for i in range(lo, hi):
-            mx = -np.inf
-            for j in range(m):
-                e = lv[j] - M[i, j] * inv
-                if e > mx:
-                    mx = e
+            mx = _row_max_exponent(M, i, inv, lv)
             s = 0.0
             for j in range(m):
                 e = fexp(lv[j] - M[i, j] * inv - mx)
@@ -555,83 +477,221 @@ def _absorb_impl(M, inv, lu, lv, a, B, lu0, S, rs, acc_s, acc_u):
                 s += e
             lu0[i] = -mx
             S[i] = s
-            ui = fexp(lu[i] + mx)
-            rs[i] = ui * s
-            wu = a[i] / s
+            rs[i] = fexp(lu[i] + mx) * s
+            if i - i0 == 3 or i == hi - 1:
+                # column sums four rows at a time (rows still in cache): each sum read/written once
+                _axpy_rows(B, i0, i + 1, a, S, acc_u, t)
+                if start_cols:
+                    _axpy_start(B, i0, i + 1, lu, lu0, acc_s, t)
+                i0 = i + 1
+
+
+@njit(inline="always", fastmath=_FM)
+def _axpy_rows(B, i0, i1, a, S, acc, t):
+    """acc[t] += sum_{i0 <= i < i1} (a_i / S_i) B[i] (up to four rows)."""
+    m = B.shape[1]
+    if i1 - i0 == 4:
+        w0, w1, w2, w3 = a[i0] / S[i0], a[i0 + 1] / S[i0 + 1], a[i0 + 2] / S[i0 + 2], a[i0 + 3] / S[i0 + 3]
+        for j in range(m):
+            acc[t, j] += w0 * B[i0, j] + w1 * B[i0 + 1, j] + w2 * B[i0 + 2, j] + w3 * B[i0 + 3, j]
+    else:
+        for i in range(i0, i1):
+            w = a[i] / S[i]
             for j in range(m):
-                e = B[i, j]
-                acc_s[t, j] += ui * e
-                acc_u[t, j] += wu * e
+                acc[t, j] += w * B[i, j]
+
+
+@njit(inline="always", fastmath=_FM)
+def _axpy_start(B, i0, i1, lu, lu0, acc, t):
+    """acc[t] += sum_{i0 <= i < i1} exp(lu_i - lu0_i) B[i] (column sums at the start point)."""
+    m = B.shape[1]
+    for i in range(i0, i1):
+        w = fexp(lu[i] - lu0[i])
+        for j in range(m):
+            acc[t, j] += w * B[i, j]
 
 
 _absorb_par, _absorb_ser = _absorb_impl
 
 
 @njit(cache=True, nogil=True)
-def absorb(M, inv, lu, lv, a, B, lu0, S, rs, acc_s, acc_u):
+def absorb(M, inv, lu, lv, a, B, lu0, S, rs, acc_s, acc_u, start_cols=True):
     """One pass over M: the base matrix B of the point (lu, lv) and the sums SNS needs there.
 
     Writes ``B_ij = exp(lv_j - M_ij*inv - mx_i)`` with ``mx_i = max_j(lv_j - M_ij*inv)`` (so every row of
     B has maximum 1), ``lu0 = -mx``, ``S = B 1``, ``rs = u * S`` (row sums of the plan at (lu, lv),
     ``u = exp(lu - lu0)``), ``acc_s[t]`` = column sums of ``diag(u) B`` over row chunk t (plan column sums
-    at (lu, lv)), and ``acc_u[t]`` = the same with ``u = a / S`` (after an exact Sinkhorn row update).
+    at (lu, lv); only with ``start_cols``, else zeros), and ``acc_u[t]`` = the same with ``u = a / S``
+    (after an exact Sinkhorn row update).
     The base potentials are ``(lu0, lv)``. ``rs``/``acc_s`` may overflow for a wild start point.
     """
     if M.size >= _PAR_MIN:
-        _absorb_par(M, inv, lu, lv, a, B, lu0, S, rs, acc_s, acc_u)
+        _absorb_par(M, inv, lu, lv, a, B, lu0, S, rs, acc_s, acc_u, start_cols)
     else:
-        _absorb_ser(M, inv, lu, lv, a, B, lu0, S, rs, acc_s, acc_u)
+        _absorb_ser(M, inv, lu, lv, a, B, lu0, S, rs, acc_s, acc_u, start_cols)
+
+
+@njit(inline="always", fastmath=_FM)
+def _hist_row(B, i, ui, v, floor, t, count, mass, q, end, ccols, cvals, ovf):
+    """Histogram and candidates of row i of diag(u) B diag(v) (see ``scaled_pass``); returns the new q.
+
+    Entries below ``floor`` go to one bin through scalars: scattering every tiny entry to the same bin
+    would serialise on that bin's sum.
+    """
+    m = B.shape[1]
+    nlow = 0
+    mlow = 0.0
+    for j in range(m):
+        p = (ui * B[i, j]) * v[j]
+        if p >= floor:
+            k = _f64_as_i64(p) >> _KEY_SHIFT
+            count[t, k] += 1
+            mass[t, k] += p
+            if q < end:
+                ccols[q] = j
+                cvals[q] = B[i, j]
+                q += 1
+            else:
+                ovf[t] = 1
+        else:
+            nlow += 1
+            mlow += p
+    klow = max((_f64_as_i64(floor) >> _KEY_SHIFT) - 1, 0)
+    count[t, klow] += nlow
+    mass[t, klow] += mlow
+    return q
 
 
 @_twins(_FM)
-def _scaled_impl(B, u, v, a, r, acc, mode, count, mass):
+def _scaled_impl(B, u, v, a, r, acc, mode, count, mass, floor, cap, rowcnt, ccols, cvals, ovf):
     n, m = B.shape
     nchunk = acc.shape[0]
+    sweep = mode == SWEEP or mode == SWEEP_HIST
+    hist = mode == RC_HIST or mode == SWEEP_HIST
     for t in prange(nchunk):
         lo = t * n // nchunk
         hi = (t + 1) * n // nchunk
         for j in range(m):
             acc[t, j] = 0.0
-        if mode == RC_HIST:
+        if hist:
             for k in range(N_KEYS):
                 count[t, k] = 0
                 mass[t, k] = 0.0
-        for i in range(lo, hi):
-            s = 0.0
-            for j in range(m):
-                s += B[i, j] * v[j]
-            ui = u[i]
-            r[i] = ui * s
-            if mode == SWEEP:
-                ui = a[i] / s          # exact row update; the row of B is still in cache
-                u[i] = ui
-            for j in range(m):
-                acc[t, j] += ui * B[i, j]
-            if mode == RC_HIST:
-                for j in range(m):
-                    p = (ui * B[i, j]) * v[j]
-                    k = _f64_as_i64(p) >> _KEY_SHIFT
-                    count[t, k] += 1
-                    mass[t, k] += p
+            ovf[t] = 0
+        q = cap[t]
+        end = cap[t + 1]
+        # rows four at a time: each column sum is read and written once per four rows of B
+        i = lo
+        while i < hi:
+            nb = min(4, hi - i)
+            if nb < 4:                     # the chunk's last rows, one at a time
+                for ii in range(i, hi):
+                    s = 0.0
+                    for j in range(m):
+                        s += B[ii, j] * v[j]
+                    ui = u[ii]
+                    r[ii] = ui * s
+                    if sweep:
+                        ui = a[ii] / s
+                        u[ii] = ui
+                    for j in range(m):
+                        acc[t, j] += ui * B[ii, j]
+            else:
+                u0, u1, u2, u3 = u[i], u[i + 1], u[i + 2], u[i + 3]
+                s0 = s1 = s2 = s3 = 0.0
+                if sweep:
+                    for j in range(m):
+                        vj = v[j]
+                        s0 += B[i, j] * vj
+                        s1 += B[i + 1, j] * vj
+                        s2 += B[i + 2, j] * vj
+                        s3 += B[i + 3, j] * vj
+                    # exact row updates; the four rows of B are still in cache
+                    w0, w1, w2, w3 = a[i] / s0, a[i + 1] / s1, a[i + 2] / s2, a[i + 3] / s3
+                    for j in range(m):
+                        acc[t, j] += w0 * B[i, j] + w1 * B[i + 1, j] + w2 * B[i + 2, j] + w3 * B[i + 3, j]
+                    u[i], u[i + 1], u[i + 2], u[i + 3] = w0, w1, w2, w3
+                else:
+                    for j in range(m):
+                        vj = v[j]
+                        b0, b1, b2, b3 = B[i, j], B[i + 1, j], B[i + 2, j], B[i + 3, j]
+                        s0 += b0 * vj
+                        s1 += b1 * vj
+                        s2 += b2 * vj
+                        s3 += b3 * vj
+                        acc[t, j] += u0 * b0 + u1 * b1 + u2 * b2 + u3 * b3
+                r[i], r[i + 1], r[i + 2], r[i + 3] = u0 * s0, u1 * s1, u2 * s2, u3 * s3
+            if hist:
+                for ii in range(i, i + nb):
+                    q0 = q
+                    q = _hist_row(B, ii, u[ii], v, floor, t, count, mass, q, end, ccols, cvals, ovf)
+                    rowcnt[ii] = q - q0
+            i += nb
 
 
 _scaled_par, _scaled_ser = _scaled_impl
 
 
 @njit(cache=True, nogil=True)
-def scaled_pass(B, u, v, a, r, acc, mode, count, mass):
+def scaled_pass(B, u, v, a, r, acc, mode, count, mass, floor, cap, rowcnt, ccols, cvals, ovf):
     """One pass over B at the plan P = diag(u) B diag(v); column sums go to per-chunk buffers.
 
     Always ``r = u * (B v)`` (row sums of P on entry) and ``acc[t]`` = column sums of ``diag(u) B`` over
-    row chunk t, so that ``P^T 1 = v * acc.sum(0)``. ``mode``: ``RC`` only that; ``RC_HIST`` also the
-    histogram of the entries of P by key (as ``log2_histogram``) into ``count``/``mass`` (nchunk, N_KEYS);
-    ``SWEEP`` first does the exact Sinkhorn row update ``u = a / (B v)`` in place (``acc`` then holds
-    the column sums after it), i.e. a whole Sinkhorn sweep but the column scaling in one pass.
+    row chunk t, so that ``P^T 1 = v * acc.sum(0)``. ``mode``:
+
+    * ``RC``: only that;
+    * ``SWEEP``: first the exact Sinkhorn row update ``u = a / (B v)`` in place (``acc`` then holds the
+      column sums after it): a whole Sinkhorn sweep but the column scaling, in one pass;
+    * ``RC_HIST`` / ``SWEEP_HIST``: the same, plus, at the plan after the pass's row update (if any),
+      the histogram of the entries of P by key (as ``log2_histogram``) into ``count``/``mass``
+      (nchunk, N_KEYS), and the *candidates*: every entry ``P_ij >= floor`` as (column, B_ij) in row
+      order, chunk t writing ``ccols/cvals[cap[t]:cap[t+1]]`` and row i's count to ``rowcnt[i]``;
+      ``ovf[t] = 1`` when chunk t ran out of room (its candidate list is then incomplete).
+      The entries below ``floor`` are all counted in the key just below floor's key.
     """
     if B.size >= _PAR_MIN:
-        _scaled_par(B, u, v, a, r, acc, mode, count, mass)
+        _scaled_par(B, u, v, a, r, acc, mode, count, mass, floor, cap, rowcnt, ccols, cvals, ovf)
     else:
-        _scaled_ser(B, u, v, a, r, acc, mode, count, mass)
+        _scaled_ser(B, u, v, a, r, acc, mode, count, mass, floor, cap, rowcnt, ccols, cvals, ovf)
+
+
+@njit(cache=True, nogil=True)
+def filter_candidates(cap, rowcnt, ccols, cvals, u, v, rho):
+    """CSR ``(indptr, indices, b_values)`` of the candidates with ``u_i B_ij v_j >= rho`` (row order)."""
+    n = rowcnt.shape[0]
+    nchunk = cap.shape[0] - 1
+    keep = np.zeros(n, dtype=np.int64)
+    total = 0
+    for t in range(nchunk):
+        lo = t * n // nchunk
+        hi = (t + 1) * n // nchunk
+        q = cap[t]
+        for i in range(lo, hi):
+            ui = u[i]
+            for _ in range(rowcnt[i]):
+                if (ui * cvals[q]) * v[ccols[q]] >= rho:
+                    keep[i] += 1
+                q += 1
+    indptr = np.empty(n + 1, dtype=np.int64)
+    indptr[0] = 0
+    for i in range(n):
+        indptr[i + 1] = indptr[i] + keep[i]
+    indices = np.empty(indptr[n], dtype=np.int64)
+    bvals = np.empty(indptr[n], dtype=np.float64)
+    for t in range(nchunk):
+        lo = t * n // nchunk
+        hi = (t + 1) * n // nchunk
+        q = cap[t]
+        for i in range(lo, hi):
+            ui = u[i]
+            k = indptr[i]
+            for _ in range(rowcnt[i]):
+                if (ui * cvals[q]) * v[ccols[q]] >= rho:
+                    indices[k] = ccols[q]
+                    bvals[k] = cvals[q]
+                    k += 1
+                q += 1
+    return indptr, indices, bvals
 
 
 @_twins()
@@ -663,7 +723,7 @@ def extract_scaled(B, u, v, rho, chunk_nnz):
     """The pattern {P_ij >= rho} of P = diag(u) B diag(v) as CSR ``(indptr, indices, b_values)``.
 
     Stores the *base* values B_ij (the plan values at any later (u, v) are ``u_i B_ij v_j``: see
-    ``pattern_values``). ``chunk_nnz[t]`` (from the histogram) sizes the output of row chunk t; a chunk
+    ``pattern_sums``). ``chunk_nnz[t]`` (from the histogram) sizes the output of row chunk t; a chunk
     never writes past its share (a rounding difference from the histogram pass can only drop an entry).
     """
     n = B.shape[0]
@@ -697,18 +757,24 @@ def extract_scaled(B, u, v, rho, chunk_nnz):
 
 
 @njit(cache=True, nogil=True)
-def pattern_values(indptr, indices, bvals, u, v):
-    """Plan values ``u_i B_ij v_j`` on a CSR pattern of B, and their sum."""
+def pattern_sums(indptr, indices, bvals, u, v):
+    """Plan values ``u_i B_ij v_j`` on a CSR pattern of B, with their row and column sums."""
     n = indptr.shape[0] - 1
+    m = v.shape[0]
     out = np.empty(bvals.shape[0])
-    tot = 0.0
+    rows = np.empty(n)
+    cols = np.zeros(m)
     for i in range(n):
         ui = u[i]
+        s = 0.0
         for k in range(indptr[i], indptr[i + 1]):
-            p = (ui * bvals[k]) * v[indices[k]]
+            j = indices[k]
+            p = (ui * bvals[k]) * v[j]
             out[k] = p
-            tot += p
-    return out, tot
+            s += p
+            cols[j] += p
+        rows[i] = s
+    return out, rows, cols
 
 
 @_twins(_FM)

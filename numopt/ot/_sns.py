@@ -24,6 +24,8 @@ is concave with gradient :math:`g = (a - P1,\; b - P^\top 1)` (the marginal resi
 """
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 from .._monitor import STATUS_BREAKDOWN, Monitor
@@ -91,7 +93,7 @@ class _Scaled:
     where ``(lu0, lv0)`` are the base potentials of B. Counts the passes over the n x m data.
     """
 
-    def __init__(self, problem):
+    def __init__(self, problem, floor_frac=1e-9, density_max=0.1):
         self.M = np.ascontiguousarray(problem.M_red)
         self.inv = 1.0 / problem.reg
         n, m = self.M.shape
@@ -104,14 +106,36 @@ class _Scaled:
         self.acc, self.acc2 = np.empty((nchunk, m)), np.empty((nchunk, m))
         self.count = np.zeros((nchunk, kern.N_KEYS), dtype=np.int64)
         self.mass = np.zeros((nchunk, kern.N_KEYS))
+        # candidates of the sparsity pattern, collected by a histogram pass (room for a dense-capped
+        # pattern; when a chunk overflows, the pattern is extracted by one more pass instead)
+        room = min(n * m, max(8 * (n + m), int(density_max * n * m)))
+        self.cap = np.array([t * room // nchunk for t in range(nchunk + 1)], dtype=np.int64)
+        self.rowcnt = np.zeros(n, dtype=np.int64)
+        self.ccols = np.empty(room, dtype=np.int64)
+        self.cvals = np.empty(room)
+        self.ovf = np.zeros(nchunk, dtype=np.int64)
+        self.hist_point = None
+        # histogram floor: the entries below it hold < floor_frac of the mass together (every rule keeps
+        # more than that), so they may share one bin
+        self.floor = floor_frac * problem.mass / (n * m)
         self.passes = {"absorb": 0, "sweep": 0, "rc": 0, "hist": 0, "extract": 0, "final": 0}
+        self.seconds = dict.fromkeys(list(self.passes) + ["cg"], 0.0)
 
-    def absorb(self, lu, lv):
-        """New base at (lu, lv) (one pass with exponentials). Returns the plan's ``(r, c)`` there and
-        the column sums ``c_upd`` after an exact row update (``lu0 + log(a / S)``)."""
-        kern.absorb(self.M, self.inv, lu, lv, self.a, self.B, self.lu0, self.S, self.rs, self.acc, self.acc2)
+    def tick(self, kind, t0, count=True):
+        """Account one pass (or a CG solve) of ``kind`` that started at ``t0``."""
+        self.seconds[kind] += time.perf_counter() - t0
+        if count:
+            self.passes[kind] += 1
+
+    def absorb(self, lu, lv, start_cols=False):
+        """New base at (lu, lv) (one pass with exponentials). Returns the plan's ``(r, c)`` there (``c``
+        only with ``start_cols``, else zeros) and the column sums ``c_upd`` after an exact row update
+        (``lu0 + log(a / S)``)."""
+        t0 = time.perf_counter()
+        kern.absorb(self.M, self.inv, lu, lv, self.a, self.B, self.lu0, self.S, self.rs, self.acc, self.acc2,
+                    start_cols)
         self.lv0[:] = lv
-        self.passes["absorb"] += 1
+        self.tick("absorb", t0)
         return self.rs.copy(), self.acc.sum(0), self.acc2.sum(0)
 
     def scalings(self, lu, lv):
@@ -120,17 +144,26 @@ class _Scaled:
 
     def safe(self, lu, lv):
         """True when the base B represents the plan at (lu, lv) to full accuracy."""
-        s = np.max(lu - self.lu0) + np.max(lv - self.lv0)
-        return bool(np.isfinite(s) and s <= _SAFE_LOG)
+        du, dv = lu - self.lu0, lv - self.lv0
+        s = np.max(du) + np.max(dv)
+        # the scalings themselves stay far from under/overflow (e^-350 ... e^350)
+        w = max(np.max(np.abs(du)), np.max(np.abs(dv)))
+        return bool(np.isfinite(s) and s <= _SAFE_LOG and w <= 350.0)
 
     def rc(self, lu, lv, hist=False):
         """Row and column sums of the plan at (lu, lv) (one pass), with the histogram if ``hist``."""
+        t0 = time.perf_counter()
         u, v = self.scalings(lu, lv)
-        kern.scaled_pass(self.B, u, v, self.a, self.r, self.acc, kern.RC_HIST if hist else kern.RC,
-                         self.count, self.mass)
-        self.passes["hist" if hist else "rc"] += 1
+        self._pass(u, v, kern.RC_HIST if hist else kern.RC)
+        if hist:
+            self.hist_point = (lu.copy(), lv.copy())
+        self.tick("hist" if hist else "rc", t0)
         with np.errstate(invalid="ignore", over="ignore"):
             return self.r.copy(), v * self.acc.sum(0)
+
+    def _pass(self, u, v, mode):
+        kern.scaled_pass(self.B, u, v, self.a, self.r, self.acc, mode, self.count, self.mass, self.floor,
+                         self.cap, self.rowcnt, self.ccols, self.cvals, self.ovf)
 
     def col_update(self, lu, cB):
         """Exact column update from the column sums ``cB`` of diag(u) B; log domain where they underflow."""
@@ -141,19 +174,26 @@ class _Scaled:
             lv[j] = self.logb[j] - kern.col_lse_cost(self.M, self.inv, lu, j)
         return lv
 
-    def sweep(self, lu, lv):
+    def sweep(self, lu, lv, collect=False):
         """One Sinkhorn sweep from (lu, lv) in one pass over B (an exact log-domain one if that fails).
 
-        Returns ``(lu, lv, row_err)``: the new potentials and ``||P1 - a||_1`` on entry.
+        Returns ``(lu, lv, row_err, ref)``: the new potentials, ``||P1 - a||_1`` on entry and, with
+        ``collect``, ``ref = (lu_new, lv, a, c)``: the point between the row and the column update, with
+        its exact marginals, where the pass took the histogram and the pattern candidates (else None).
         """
+        t0 = time.perf_counter()
         u, v = self.scalings(lu, lv)
-        kern.scaled_pass(self.B, u, v, self.a, self.r, self.acc, kern.SWEEP, self.count, self.mass)
-        self.passes["sweep"] += 1
+        self._pass(u, v, kern.SWEEP_HIST if collect else kern.SWEEP)
+        self.tick("sweep", t0)
+        ref = None
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             row_err = float(np.abs(self.r - self.a).sum())
             lu_new = self.lu0 + np.log(u)
         if np.all(np.isfinite(lu_new)):
             cB = self.acc.sum(0)
+            if collect:
+                self.hist_point = (lu_new, lv.copy())
+                ref = (lu_new, lv.copy(), self.a.copy(), v * cB)
         else:                              # a row sum of B v under/overflowed: redo in the log domain
             r0, c0, cB = self.absorb(lu, lv)
             with np.errstate(invalid="ignore", over="ignore"):
@@ -162,28 +202,36 @@ class _Scaled:
         lv_new = self.col_update(lu_new, cB)
         if not self.safe(lu_new, lv_new):
             self.absorb(lu_new, lv_new)
-        return lu_new, lv_new, row_err
+            ref = None
+        return lu_new, lv_new, row_err, ref
 
-    def select(self, lu, lv, rule, value, density_max):
-        """The sparsity pattern of the plan at (lu, lv), from the histogram of the last ``rc(hist=True)``."""
+    def select(self, rule, value, density_max):
+        """The sparsity pattern at the point of the last histogram (``rc(hist=True)`` or a collecting
+        sweep), from the collected candidates or, if they are incomplete, by one more pass."""
         n, m = self.B.shape
         key, _ = select_threshold(self.count.sum(0), self.mass.sum(0), rule, value, n, m, density_max)
-        u, v = self.scalings(lu, lv)
-        pat = kern.extract_scaled(self.B, u, v, kern.key_threshold(key), self.count[:, key:].sum(1))
-        self.passes["extract"] += 1
+        rho = kern.key_threshold(key)
+        u, v = self.scalings(*self.hist_point)
+        if rho >= self.floor and not self.ovf.any():     # every entry >= rho is a candidate
+            return kern.filter_candidates(self.cap, self.rowcnt, self.ccols, self.cvals, u, v, rho)
+        t0 = time.perf_counter()
+        pat = kern.extract_scaled(self.B, u, v, rho, self.count[:, key:].sum(1))
+        self.tick("extract", t0)
         return pat
 
     def final(self, lu, lv):
         """The plan, in place of B, with its exact marginals and transport cost (one pass)."""
+        t0 = time.perf_counter()
         u, v = self.scalings(lu, lv)
         cost = np.zeros(self.acc.shape[0])
         kern.finalize_plan(self.B, u, v, self.M, self.r, self.acc, cost)
-        self.passes["final"] += 1
+        self.tick("final", t0)
         return self.B, self.r, self.acc.sum(0), float(cost.sum())
 
 
 def minimize_sns(problem, x0=None, *, callback=None, maxiter=1000, tol=1e-9, n_sinkhorn=20, switch_err=0.3,
-                 check_every=1, sparsity=("mass", 1e-5), density_max=0.1, reselect=2.0, cg_rtol=None,
+                 check_every=1, sparsity=("mass", 1e-5), density_max=0.1, reselect=10.0, refresh_ratio=0.5,
+                 cg_rtol=None,
                  cg_maxiter=None, ls_armijo=1e-4, ls_min_step=1e-6, fallback_sweeps=10, verbose=False,
                  progress=False, warn=True):
     r"""Sinkhorn-Newton-Sparse on :class:`~numopt.problems.OptimalTransport` (see the module docstring).
@@ -222,6 +270,11 @@ def minimize_sns(problem, x0=None, *, callback=None, maxiter=1000, tol=1e-9, n_s
         The sparsity pattern is kept across Newton steps (its values are updated exactly) until the mass
         it drops exceeds ``reselect`` times the mass dropped when it was chosen (floor 1e-12 of the total);
         then it is chosen again (one more pass over the plan). ``reselect <= 1`` chooses it every step.
+    refresh_ratio : float
+        Between dense passes the Newton stage *estimates* the marginals: exactly on the pattern, and off
+        it from the last dense pass, with a rigorous bound on the L1 error of the estimate. A dense pass
+        (one pass over B) is made when that bound exceeds ``refresh_ratio`` times the estimated error
+        (never needed once estimate + bound <= ``tol``; the returned plan's error is always measured).
     cg_rtol : float or None
         Relative residual of the CG solve; ``None``: :math:`\min(0.1, \sqrt{\|g\|_2})`.
     cg_maxiter : int or None
@@ -255,6 +308,7 @@ def minimize_sns(problem, x0=None, *, callback=None, maxiter=1000, tol=1e-9, n_s
     if density_max > 1:
         raise ValueError(f"density_max must be <= 1; got {density_max!r}")
     reselect = check_positive(reselect, "reselect", strict=False)
+    refresh_ratio = check_positive(refresh_ratio, "refresh_ratio")
     if cg_rtol is not None:
         cg_rtol = check_positive(cg_rtol, "cg_rtol")
     cg_maxiter = check_int(cg_maxiter, "cg_maxiter", min_value=1, allow_none=True)
@@ -268,7 +322,7 @@ def minimize_sns(problem, x0=None, *, callback=None, maxiter=1000, tol=1e-9, n_s
     n, m = lu.size, lv.size
     N = n + m
     cg_maxiter = N if cg_maxiter is None else cg_maxiter
-    sc = _Scaled(problem)
+    sc = _Scaled(problem, floor_frac=1e-3 * value if rule == "mass" else 1e-9, density_max=density_max)
     a, b = sc.a, sc.b
     mon = Monitor("sns", callback=callback, verbose=verbose, progress=progress, maxiter=maxiter, log_every=1)
 
@@ -283,8 +337,12 @@ def minimize_sns(problem, x0=None, *, callback=None, maxiter=1000, tol=1e-9, n_s
 
     # --- 1. Sinkhorn stage: one pass with exponentials builds B, then one pass over B per sweep -----------
     nit = nit_sk = 0
-    state = None
-    r, c, c_upd = sc.absorb(lu, lv)          # the start point's marginals and the row update's columns
+    state = ref = None
+    # the start point's marginals and the row update's columns; the start's column sums are only
+    # needed where its row error is already small, or for Newton from the start (n_sinkhorn = 0)
+    r, c, c_upd = sc.absorb(lu, lv, start_cols=n_sinkhorn == 0 or maxiter == 0)
+    if n_sinkhorn > 0 and maxiter > 0 and l1(r, b) <= tol:
+        r, c, c_upd = sc.absorb(lu, lv, start_cols=True)
     err = l1(r, c)
     if np.isfinite(err) and report(err, 0, stage=0):
         state = "stopped"
@@ -296,8 +354,11 @@ def minimize_sns(problem, x0=None, *, callback=None, maxiter=1000, tol=1e-9, n_s
         if not sc.safe(lu, lv):
             sc.absorb(lu, lv)
         nit = nit_sk = 1
+        prev = np.inf
         while nit_sk < n_sinkhorn and nit < maxiter:
-            lu_new, lv_new, err = sc.sweep(lu, lv)     # err: of (lu, lv); its columns are exact
+            # a sweep that may be the last one also collects the histogram and the pattern candidates
+            collect = nit_sk == 1 or nit_sk + 1 == n_sinkhorn or prev <= 3 * switch_err * problem.mass
+            lu_new, lv_new, err, ref = sc.sweep(lu, lv, collect)   # err: of (lu, lv); columns exact
             if not np.isfinite(err):
                 state = "breakdown"
                 break
@@ -305,6 +366,7 @@ def minimize_sns(problem, x0=None, *, callback=None, maxiter=1000, tol=1e-9, n_s
                 state = "converged"              # (lu, lv) is returned; the sweep is dropped
                 break
             lu, lv = lu_new, lv_new
+            prev = err
             nit += 1
             nit_sk += 1
             if nit_sk % check_every == 0 or err <= switch_err * problem.mass:
@@ -315,35 +377,40 @@ def minimize_sns(problem, x0=None, *, callback=None, maxiter=1000, tol=1e-9, n_s
                     break
 
     # --- 2. Newton stage -------------------------------------------------------------------------------
+    # Between dense passes the marginals are *estimated*: exactly on the sparsity pattern (O(nnz)), and
+    # off it from the off-pattern sums at the last dense pass (the reference) times the change of the
+    # scalings, which is bracketed by its min and max, so the L1 error is known within ``bound``.
     nit_newton = n_fallback = nit_fb_sweeps = 0
     cg_iters, density = [], []
-    pattern = None
-    if state is None:
+    bound = 0.0
+    if state is None and ref is not None and nit > 0:
+        # the last sweep took the histogram and candidates at its reference point: no pass needed
+        newton = _Newton(sc, *ref, rule, value, density_max)
+        vals, r, c, bound = newton.estimate(lu, lv)
+        err = l1(r, c)
+        if not (bound <= refresh_ratio * err):
+            r, c, vals = newton.refresh(lu, lv, reselect=False)
+            bound = 0.0
+    elif state is None:
         r, c = sc.rc(lu, lv, hist=True)
+        newton = _Newton(sc, lu, lv, r, c, rule, value, density_max)
+        vals = newton.vals
+    if state is None:
         err = l1(r, c)
         if not np.isfinite(err):
             state = "breakdown"
-        elif err <= tol:
+        elif err + bound <= tol:
             state = "converged"
     f = float(a @ lu + b @ lv - r.sum())
     while state is None and nit < maxiter:
         g = np.concatenate([a - r, b - c])
         gnorm = float(np.sqrt(g @ g))
-        if pattern is None:
-            pattern = sc.select(lu, lv, rule, value, density_max)
-            fresh = True
-        indptr, indices, bvals = pattern
-        u, v = sc.scalings(lu, lv)
-        vals, kept = kern.pattern_values(indptr, indices, bvals, u, v)
-        total = r.sum()
-        dropped = max(total - kept, 0.0) / total
-        if fresh:
-            drop0 = dropped
-            fresh = False
+        indptr, indices, _ = newton.pattern
         ridge = 1e-12 * max(float(r.max()), float(c.max()))
-        hp, hi, hx, diag = kern.hessian_csr(indptr, indices, vals, r, c, ridge)
         rtol = cg_rtol if cg_rtol is not None else min(0.1, np.sqrt(gnorm))
-        dz, it_cg, _ = kern.pcg_jacobi(hp, hi, hx, diag, g, rtol, cg_maxiter, n)
+        t0 = time.perf_counter()
+        dz, it_cg, _ = kern.pcg_jacobi(indptr, indices, vals, r, c, ridge, g, rtol, cg_maxiter)
+        sc.tick("cg", t0, count=False)
         du, dv = dz[:n], dz[n:]
         slope = float(g @ dz)
         accepted = False
@@ -352,7 +419,7 @@ def minimize_sns(problem, x0=None, *, callback=None, maxiter=1000, tol=1e-9, n_s
             while alpha >= ls_min_step:
                 lu_t, lv_t = lu + alpha * du, lv + alpha * dv
                 if sc.safe(lu_t, lv_t):            # else B cannot represent the trial: shorter step
-                    r_t, c_t = sc.rc(lu_t, lv_t)
+                    vals_t, r_t, c_t, bound_t = newton.estimate(lu_t, lv_t)
                     f_t = float(a @ lu_t + b @ lv_t - r_t.sum())
                     if np.isfinite(f_t):
                         with np.errstate(over="ignore", invalid="ignore"):
@@ -361,52 +428,51 @@ def minimize_sns(problem, x0=None, *, callback=None, maxiter=1000, tol=1e-9, n_s
                             accepted = True
                             break
                 alpha *= 0.5
-        rebased = False
+        dens = indptr[-1] / (n * m)
         if accepted:
-            lu, lv, f, r, c = lu_t, lv_t, f_t, r_t, c_t
+            lu, lv, f, r, c, vals, bound = lu_t, lv_t, f_t, r_t, c_t, vals_t, bound_t
             nit_newton += 1
             stage, nstep = 1, 1
             if not sc.safe(lu, lv) or np.max(lu - sc.lu0) + np.max(lv - sc.lv0) > 0.5 * _SAFE_LOG:
-                r, c, _ = sc.absorb(lu, lv)         # keep room for the next trials
-                rebased = True
+                sc.absorb(lu, lv)                   # keep room for the next trials
+                newton.invalidate()
         else:
             # fallback: Sinkhorn sweeps from the current point (the Newton model is poor here, as with
             # non-unique LP optima: several sweeps first), then fresh marginals and a fresh pattern
             nstep = max(1, min(fallback_sweeps, maxiter - nit))
             for _ in range(nstep):
-                lu, lv, _ = sc.sweep(lu, lv)
+                lu, lv, _, _ = sc.sweep(lu, lv)
+            newton.invalidate()
             n_fallback += 1
             nit_fb_sweeps += nstep
             alpha = 0.0
             stage = 2
-            rebased = True
-        if rebased:
-            r, c = sc.rc(lu, lv, hist=True)
-            f = float(a @ lu + b @ lv - r.sum())
-            pattern = None
-        # re-centre the gauge (lu + t, lv - t leaves P, and the base's bound, unchanged)
+        # re-centre the gauge (lu + t, lv - t leaves P unchanged)
         t = (lv.sum() - lu.sum()) / N
         lu = lu + t
         lv = lv - t
+        sc.lu0 += t                      # the base and the reference move with the gauge, so that
+        sc.lv0 -= t                      # the scalings u, v themselves do not change
+        newton.lu += t
+        newton.lv -= t
         f += t * (a.sum() - b.sum())
         nit += nstep
         err = l1(r, c)
-        dens = indptr[-1] / (n * m)
+        # a dense pass when the estimate is not good enough: stale pattern, loose bound, or to confirm
+        if err + bound > tol and (newton.stale(reselect) or bound > refresh_ratio * err):
+            r, c, vals = newton.refresh(lu, lv, reselect=newton.stale(reselect))
+            f = float(a @ lu + b @ lv - r.sum())
+            bound = 0.0
+            err = l1(r, c)
         cg_iters.append(it_cg)
         density.append(dens)
-        stop = report(err, nstep, stage=stage, step=alpha, cg_iters=it_cg, density=dens)
+        stop = report(err, nstep, stage=stage, step=alpha, cg_iters=it_cg, density=dens, err_bound=bound)
         if not np.isfinite(err):
             state = "breakdown"
-        elif err <= tol:
+        elif err + bound <= tol:
             state = "converged"
         elif stop:
             state = "stopped"
-        elif pattern is not None:
-            u, v = sc.scalings(lu, lv)
-            _, kept = kern.pattern_values(indptr, indices, bvals, u, v)
-            if max(r.sum() - kept, 0.0) / r.sum() > max(reselect * drop0, 1e-12):
-                r, c = sc.rc(lu, lv, hist=True)    # the pattern went stale: choose it again
-                pattern = None
 
     # --- 3. The plan, its exact marginals and cost, in one pass --------------------------------------------
     if not sc.safe(lu, lv):
@@ -425,4 +491,67 @@ def minimize_sns(problem, x0=None, *, callback=None, maxiter=1000, tol=1e-9, n_s
                   warn=warn, P=P, r=r, c=c, dual=f, cost=cost, nit_sinkhorn=nit_sk, nit_newton=nit_newton,
                   n_fallback=n_fallback, nit_fallback_sweeps=nit_fb_sweeps,
                   cg_iters=np.asarray(cg_iters, dtype=np.int64), density=np.asarray(density),
-                  passes=dict(sc.passes))
+                  passes=dict(sc.passes), pass_seconds=dict(sc.seconds))
+
+
+class _Newton:
+    """The sparsity pattern of the Newton stage and the marginal estimates between dense passes.
+
+    At the reference point (the last dense pass) the off-pattern row and column sums ``o_r``, ``o_c``
+    are exact. At a point whose scalings differ from the reference by ``exp(du)``, ``exp(dv)``, the
+    off-pattern part of row i is ``exp(du_i) * sum_{j off} P_ij exp(dv_j)``, i.e. between
+    ``exp(du_i) o_r,i exp(min dv)`` and the same with ``max dv``: the midpoint is the estimate and the
+    half-width the error bound (columns alike). The bounds of all rows and columns add up to ``bound``,
+    so the true L1 error is within ``bound`` of the estimated one.
+    """
+
+
+    def __init__(self, sc, lu, lv, r, c, rule, value, density_max):
+        self.sc, self.rule, self.value, self.density_max = sc, rule, value, density_max
+        self.pattern = sc.select(rule, value, density_max)   # at the last histogram: (lu, lv)
+        self._reference(lu, lv, r, c)
+        self.drop0 = self.dropped_now = self.dropped
+        self.valid = True
+
+    def _reference(self, lu, lv, r, c):
+        u, v = self.sc.scalings(lu, lv)
+        self.vals, pr, pc = kern.pattern_sums(*self.pattern, u, v)
+        self.lu, self.lv = lu.copy(), lv.copy()
+        self.o_r = np.maximum(r - pr, 0.0)
+        self.o_c = np.maximum(c - pc, 0.0)
+        self.dropped = self.o_r.sum() / r.sum()
+
+    def estimate(self, lu, lv):
+        """``(pattern values, r, c, bound)`` at (lu, lv), in O(nnz + n + m)."""
+        u, v = self.sc.scalings(lu, lv)
+        vals, pr, pc = kern.pattern_sums(*self.pattern, u, v)
+        du, dv = lu - self.lu, lv - self.lv
+        with np.errstate(over="ignore", invalid="ignore"):
+            lo_u, hi_u = np.exp(du.min()), np.exp(du.max())
+            lo_v, hi_v = np.exp(dv.min()), np.exp(dv.max())
+            wr = self.o_r * np.exp(du)
+            wc = self.o_c * np.exp(dv)
+            r = pr + wr * (0.5 * (lo_v + hi_v))
+            c = pc + wc * (0.5 * (lo_u + hi_u))
+            bound = float(wr.sum() * (0.5 * (hi_v - lo_v)) + wc.sum() * (0.5 * (hi_u - lo_u)))
+            self.dropped_now = float((r.sum() - pr.sum()) / r.sum())
+        return vals, r, c, bound
+
+    def invalidate(self):
+        """B changed (re-based) or the point moved by sweeps: the next check chooses a new pattern."""
+        self.valid = False
+
+    def stale(self, reselect):
+        return not self.valid or self.dropped_now > max(reselect * self.drop0, 1e-12)
+
+    def refresh(self, lu, lv, reselect):
+        """A dense pass at (lu, lv), which becomes the reference (with a new pattern if ``reselect``)."""
+        r, c = self.sc.rc(lu, lv, hist=reselect)
+        if reselect:
+            self.pattern = self.sc.select(self.rule, self.value, self.density_max)
+        self._reference(lu, lv, r, c)
+        if reselect:
+            self.drop0 = self.dropped
+            self.valid = True
+        self.dropped_now = self.dropped
+        return r, c, self.vals

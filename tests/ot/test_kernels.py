@@ -71,11 +71,11 @@ def test_parallel_sizes_match_numpy():
     kern.log2_histogram(P, count, mass)
     np.testing.assert_array_equal(count.sum(0), np.bincount(P.ravel().view(np.int64) >> 50,
                                                             minlength=kern.N_KEYS))
-    # the per-chunk histogram counts above a key are exactly what extract_csr needs
+    # extraction of the scaled form (u = v = 1, B = P) above a key, with the histogram's chunk counts
     key = int(np.quantile(P, 0.95).view(np.int64) >> 50)
     rho = kern.key_threshold(key)
-    np.testing.assert_array_equal(count[:, key:].sum(1), kern.chunk_counts(P, rho, 2))
-    indptr, indices, data = kern.extract_csr(P, rho, count[:, key:].sum(1))
+    ones_n, ones_m = np.ones(n), np.ones(m)
+    indptr, indices, data = kern.extract_scaled(P, ones_n, ones_m, rho, count[:, key:].sum(1))
     rows, cols = np.nonzero(P >= rho)
     np.testing.assert_array_equal(indices, cols)
     np.testing.assert_array_equal(np.diff(indptr), np.bincount(rows, minlength=n))
@@ -124,14 +124,28 @@ def test_histogram_and_threshold_match_numpy():
         np.testing.assert_array_equal(P >= rho, (P.view(np.int64) >> 50) >= key)
 
 
-def test_extract_csr_matches_numpy():
+def _chunk_counts(keep, nchunk):
+    n = keep.shape[0]
+    per_row = keep.sum(1)
+    return np.array([per_row[t * n // nchunk:(t + 1) * n // nchunk].sum() for t in range(nchunk)])
+
+
+def test_extract_scaled_matches_numpy():
     rng = np.random.default_rng(2)
-    P = rng.random((50, 40))
+    B = rng.random((50, 40))
+    u, v = rng.random(50) + 0.5, rng.random(40) + 0.5
+    P = (u[:, None] * B) * v[None, :]
     rho = 0.8
-    indptr, indices, data = kern.extract_csr(P, rho, kern.chunk_counts(P, rho, 3))
     import scipy.sparse as sp
-    S = sp.csr_matrix((data, indices, indptr), shape=P.shape).toarray()
-    np.testing.assert_array_equal(S, np.where(P >= rho, P, 0.0))
+    for nchunk in (1, 3):
+        indptr, indices, bvals = kern.extract_scaled(B, u, v, rho, _chunk_counts(P >= rho, nchunk))
+        S = sp.csr_matrix((bvals, indices, indptr), shape=P.shape).toarray()
+        np.testing.assert_array_equal(S, np.where(P >= rho, B, 0.0))
+    # a chunk given less room than it needs drops entries but never writes past its share
+    short = _chunk_counts(P >= rho, 2) - 3
+    indptr, indices, bvals = kern.extract_scaled(B, u, v, rho, short)
+    assert indptr[-1] == short.sum()
+    assert np.all(((u[:, None] * B) * v[None, :])[np.repeat(np.arange(50), np.diff(indptr)), indices] >= rho)
 
 
 @pytest.mark.parametrize("rule,value", [("mass", 1e-5), ("mass", 0.3), ("k", 100), ("lambda", 2 / 60)])
@@ -173,32 +187,144 @@ def test_select_threshold_floor_and_cap():
     assert 0 < kept <= 0.1 * n * m             # cap
 
 
-def test_hessian_csr_and_pcg_match_dense():
+def test_hs_matvec_and_pcg_match_dense():
     rng = np.random.default_rng(6)
     n, m = 20, 15
     P = rng.random((n, m)) ** 4
     r, c = P.sum(1), P.sum(0)
-    indptr, indices, data = kern.extract_csr(P, 0.2, kern.chunk_counts(P, 0.2, 1))
+    rho = 0.2
+    indptr, indices, data = kern.extract_scaled(P, np.ones(n), np.ones(m), rho, _chunk_counts(P >= rho, 1))
     ridge = 1e-12
-    hp, hi, hx, diag = kern.hessian_csr(indptr, indices, data, r, c, ridge)
-    Ps = np.where(P >= 0.2, P, 0.0)
+    Ps = np.where(P >= rho, P, 0.0)
     H = np.block([[np.diag(r), Ps], [Ps.T, np.diag(c)]]) + ridge * np.eye(n + m)
     x = rng.standard_normal(n + m)
-    np.testing.assert_allclose(kern.csr_matvec(hp, hi, hx, x), H @ x, rtol=1e-13)
-    np.testing.assert_allclose(diag, np.diag(H))
+    np.testing.assert_allclose(kern.hs_matvec(indptr, indices, data, r, c, ridge, x), H @ x, rtol=1e-13)
     # H_s: symmetric, diagonally dominant, PSD
-    import scipy.sparse as sp
-    Hs = sp.csr_matrix((hx, hi, hp), shape=(n + m, n + m)).toarray()
-    np.testing.assert_allclose(Hs, Hs.T)
-    assert np.all(2 * np.diag(Hs) >= np.abs(Hs).sum(1) - 1e-12)
-    assert np.linalg.eigvalsh(Hs).min() >= -1e-12
+    assert np.all(2 * np.diag(H) >= np.abs(H).sum(1) - 1e-12)
+    assert np.linalg.eigvalsh(H).min() >= -1e-12
+    # a row whose mass underflowed keeps a positive (ridge) pivot
+    r0 = r.copy()
+    r0[3] = 0.0
+    x0 = kern.hs_matvec(indptr, indices, data, r0, c, ridge, np.eye(n + m)[3])
+    assert x0[3] == ridge
     # CG solves the consistent system orthogonally to the gauge e = (1, -1)
     e = np.concatenate([np.ones(n), -np.ones(m)])
     rhs = rng.standard_normal(n + m)
     rhs -= (rhs @ e) / (e @ e) * e
-    dz, it, rel = kern.pcg_jacobi(hp, hi, hx, diag, rhs, 1e-12, 10 * (n + m), n)
+    dz, it, rel = kern.pcg_jacobi(indptr, indices, data, r, c, ridge, rhs, 1e-12, 10 * (n + m))
     assert rel <= 1e-12 and it > 0
     assert abs(dz @ e) < 1e-8 * np.abs(dz).max()
     ref = np.linalg.lstsq(H, rhs, rcond=None)[0]
     ref -= (ref @ e) / (e @ e) * e
     np.testing.assert_allclose(dz, ref, rtol=1e-6, atol=1e-8 * np.abs(ref).max())
+
+
+def _scaled_state(n=37, m=29, seed=11, scale=40.0):
+    rng = np.random.default_rng(seed)
+    M = rng.random((n, m))
+    inv = scale
+    lu = rng.standard_normal(n)
+    lv = rng.standard_normal(m)
+    a = rng.random(n) + 0.1
+    a /= a.sum()
+    return M, inv, lu, lv, a
+
+
+@pytest.mark.parametrize("twin", ["par", "ser", "dispatch"])
+@pytest.mark.parametrize("nchunk", [1, 3])
+def test_absorb_matches_numpy(twin, nchunk):
+    M, inv, lu, lv, a = _scaled_state()
+    n, m = M.shape
+    B, lu0, S, rs = np.empty((n, m)), np.empty(n), np.empty(n), np.empty(n)
+    acc_s, acc_u = np.empty((nchunk, m)), np.empty((nchunk, m))
+    fn = {"par": kern._absorb_par, "ser": kern._absorb_ser, "dispatch": kern.absorb}[twin]
+    fn(M, inv, lu, lv, a, B, lu0, S, rs, acc_s, acc_u, True)
+    E = lv[None, :] - M * inv
+    mx = E.max(1)
+    np.testing.assert_allclose(B, np.exp(E - mx[:, None]), rtol=1e-14)
+    np.testing.assert_allclose(B.max(1), 1.0)
+    np.testing.assert_allclose(lu0, -mx, rtol=1e-15)
+    np.testing.assert_allclose(S, B.sum(1), rtol=1e-13)
+    P = np.exp(lu[:, None] + E)                         # the plan at (lu, lv)
+    np.testing.assert_allclose(rs, P.sum(1), rtol=1e-12)
+    np.testing.assert_allclose(acc_s.sum(0), P.sum(0), rtol=1e-12)
+    lu_upd = np.log(a) - logsumexp(E, axis=1)           # exact Sinkhorn row update
+    np.testing.assert_allclose(acc_u.sum(0), np.exp(lu_upd[:, None] + E).sum(0), rtol=1e-12)
+    fn(M, inv, lu, lv, a, B, lu0, S, rs, acc_s, acc_u, False)
+    assert np.all(acc_s == 0)
+    j = 5
+    assert kern.col_lse_cost(M, inv, lu, j) == pytest.approx(logsumexp(lu - M[:, j] * inv), rel=1e-13)
+
+
+@pytest.mark.parametrize("twin", ["par", "ser"])
+@pytest.mark.parametrize("n,nchunk", [(37, 1), (37, 3), (41, 2), (6, 2)])
+def test_scaled_pass_every_mode_matches_numpy(twin, n, nchunk):
+    rng = np.random.default_rng(n + nchunk)
+    m = 29
+    B = np.exp(-rng.random((n, m)) * 30)
+    u, v = rng.random(n) + 0.5, rng.random(m) + 0.5
+    a = rng.random(n) + 0.1
+    fn = kern._scaled_par if twin == "par" else kern._scaled_ser
+    floor = 1e-6
+    room = n * m
+    cap = np.array([t * room // nchunk for t in range(nchunk + 1)])
+    for mode in (kern.RC, kern.SWEEP, kern.RC_HIST, kern.SWEEP_HIST):
+        uu = u.copy()
+        r, acc = np.empty(n), np.empty((nchunk, m))
+        count, mass = np.empty((nchunk, kern.N_KEYS), dtype=np.int64), np.empty((nchunk, kern.N_KEYS))
+        rowcnt, ccols, cvals, ovf = np.zeros(n, dtype=np.int64), np.empty(room, dtype=np.int64), np.empty(room), \
+            np.zeros(nchunk, dtype=np.int64)
+        fn(B, uu, v, a, r, acc, mode, count, mass, floor, cap, rowcnt, ccols, cvals, ovf)
+        Bv = B @ v
+        np.testing.assert_allclose(r, u * Bv, rtol=1e-13)            # row sums on entry
+        sweep = mode in (kern.SWEEP, kern.SWEEP_HIST)
+        unew = a / Bv if sweep else u
+        np.testing.assert_allclose(uu, unew, rtol=1e-13)
+        np.testing.assert_allclose(acc.sum(0), unew @ B, rtol=1e-13)
+        if mode in (kern.RC_HIST, kern.SWEEP_HIST):
+            P = (unew[:, None] * B) * v[None, :]
+            keys = P.ravel().view(np.int64) >> 50
+            klow = (np.float64(floor).view(np.int64) >> 50) - 1
+            keys = np.where(P.ravel() >= floor, keys, klow)
+            np.testing.assert_array_equal(count.sum(0), np.bincount(keys, minlength=kern.N_KEYS))
+            np.testing.assert_allclose(mass.sum(0), np.bincount(keys, weights=P.ravel(), minlength=kern.N_KEYS),
+                                       rtol=1e-12, atol=1e-300)
+            assert not ovf.any()
+            np.testing.assert_array_equal(rowcnt, (P >= floor).sum(1))
+            # candidates -> the pattern above a threshold, as a NumPy filter
+            rho = float(np.quantile(P, 0.8))
+            indptr, indices, bvals = kern.filter_candidates(cap, rowcnt, ccols, cvals, unew, v, rho)
+            rows, cols = np.nonzero(P >= rho)
+            np.testing.assert_array_equal(indices, cols)
+            np.testing.assert_array_equal(np.diff(indptr), np.bincount(rows, minlength=n))
+            np.testing.assert_array_equal(bvals, B[rows, cols])
+            # pattern values and sums at another (u, v)
+            u2, v2 = rng.random(n) + 0.5, rng.random(m) + 0.5
+            vals, pr, pc = kern.pattern_sums(indptr, indices, bvals, u2, v2)
+            Ps = np.where(P >= rho, (u2[:, None] * B) * v2[None, :], 0.0)
+            np.testing.assert_allclose(vals, Ps[rows, cols], rtol=1e-15)
+            np.testing.assert_allclose(pr, Ps.sum(1), rtol=1e-13)
+            np.testing.assert_allclose(pc, Ps.sum(0), rtol=1e-13)
+    # a chunk without room flags an overflow and keeps what fits
+    tiny = np.array([t * 5 // nchunk for t in range(nchunk + 1)])
+    ovf = np.zeros(nchunk, dtype=np.int64)
+    fn(B, u.copy(), v, a, np.empty(n), np.empty((nchunk, m)), kern.RC_HIST, np.empty((nchunk, kern.N_KEYS),
+       dtype=np.int64), np.empty((nchunk, kern.N_KEYS)), 0.0, tiny, np.zeros(n, dtype=np.int64),
+       np.empty(5, dtype=np.int64), np.empty(5), ovf)
+    assert ovf.all()
+
+
+@pytest.mark.parametrize("twin", ["par", "ser"])
+def test_finalize_plan_matches_numpy(twin):
+    rng = np.random.default_rng(12)
+    n, m, nchunk = 23, 19, 2
+    B = rng.random((n, m))
+    M = rng.random((n, m))
+    u, v = rng.random(n), rng.random(m)
+    P = (u[:, None] * B) * v[None, :]
+    r, acc, cost = np.empty(n), np.empty((nchunk, m)), np.empty(nchunk)
+    (kern._finalize_par if twin == "par" else kern._finalize_ser)(B, u, v, M, r, acc, cost)
+    np.testing.assert_allclose(B, P, rtol=1e-15)
+    np.testing.assert_allclose(r, P.sum(1), rtol=1e-13)
+    np.testing.assert_allclose(acc.sum(0), P.sum(0), rtol=1e-13)
+    assert cost.sum() == pytest.approx((P * M).sum(), rel=1e-13)

@@ -228,3 +228,45 @@ def test_verbose_logs(caplog):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         numopt.minimize(OptimalTransport(a, b, M, 0.05), method="sns", maxiter=1, warn=False)
+
+
+def test_newton_estimates_stay_within_their_bound():
+    # the marginal estimates between dense passes: exact on the pattern, bracketed off it
+    from numopt.ot._sns import _Newton, _Scaled
+    a, b, M = random_problem(60, 50, seed=12)
+    prob = OptimalTransport(a, b, M, 0.01)
+    sc = _Scaled(prob, floor_frac=1e-8)
+    rng = np.random.default_rng(0)
+    lu = rng.standard_normal(60)
+    lv = rng.standard_normal(50)
+    sc.absorb(lu, lv)
+    r, c = sc.rc(lu, lv, hist=True)
+    newton = _Newton(sc, lu, lv, r, c, "mass", 1e-3, 0.1)
+    assert 0 < newton.dropped <= 1e-3 * (1 + 1e-9)
+    for step in (1e-3, 1e-1, 1.0):
+        lu2 = lu + step * rng.standard_normal(60)
+        lv2 = lv + step * rng.standard_normal(50)
+        vals, re, ce, bound = newton.estimate(lu2, lv2)
+        P = np.exp(lu2[:, None] - prob.M_red / prob.reg + lv2[None, :])
+        err_true = np.abs(P.sum(1) - sc.a).sum() + np.abs(P.sum(0) - sc.b).sum()
+        err_est = np.abs(re - sc.a).sum() + np.abs(ce - sc.b).sum()
+        assert np.abs(re - P.sum(1)).sum() + np.abs(ce - P.sum(0)).sum() <= bound * (1 + 1e-9) + 1e-15
+        assert abs(err_est - err_true) <= bound * (1 + 1e-9) + 1e-15
+        # and the refresh is a dense pass: exact sums, zero bound
+        r2, c2, _ = newton.refresh(lu2, lv2, reselect=step == 1.0)
+        np.testing.assert_allclose(r2, P.sum(1), rtol=1e-12)
+        np.testing.assert_allclose(c2, P.sum(0), rtol=1e-12)
+
+
+def test_sns_counts_passes_and_reaches_tol_at_small_reg():
+    a, b, M = random_problem(80, 70, seed=13)
+    prob = OptimalTransport(a, b, M, 1e-3)
+    res = numopt.minimize(prob, method="sns", tol=1e-10, maxiter=2000)
+    assert res.success and res.marginal_error <= 1e-10
+    P = res.plan
+    assert np.abs(P.sum(1) - a).sum() + np.abs(P.sum(0) - b).sum() == pytest.approx(res.marginal_error, rel=1e-6,
+                                                                                  abs=1e-15)
+    assert res.passes["absorb"] >= 1 and res.passes["final"] == 1
+    assert res.cost == pytest.approx((P * M).sum(), rel=1e-12)
+    with pytest.raises(ValueError, match="refresh_ratio"):
+        numopt.minimize(prob, method="sns", refresh_ratio=0.0)
