@@ -787,7 +787,29 @@ def _finalize_impl(B, u, v, M, r, acc, cost):
         for j in range(m):
             acc[t, j] = 0.0
         cs = 0.0
-        for i in range(lo, hi):
+        i = lo
+        while i + 4 <= hi:                 # four rows at a time: each column sum updated once per four
+            u0, u1, u2, u3 = u[i], u[i + 1], u[i + 2], u[i + 3]
+            s0 = s1 = s2 = s3 = 0.0
+            for j in range(m):
+                vj = v[j]
+                p0 = (u0 * B[i, j]) * vj
+                p1 = (u1 * B[i + 1, j]) * vj
+                p2 = (u2 * B[i + 2, j]) * vj
+                p3 = (u3 * B[i + 3, j]) * vj
+                B[i, j] = p0
+                B[i + 1, j] = p1
+                B[i + 2, j] = p2
+                B[i + 3, j] = p3
+                s0 += p0
+                s1 += p1
+                s2 += p2
+                s3 += p3
+                acc[t, j] += (p0 + p1) + (p2 + p3)
+                cs += (p0 * M[i, j] + p1 * M[i + 1, j]) + (p2 * M[i + 2, j] + p3 * M[i + 3, j])
+            r[i], r[i + 1], r[i + 2], r[i + 3] = s0, s1, s2, s3
+            i += 4
+        while i < hi:
             ui = u[i]
             s = 0.0
             for j in range(m):
@@ -797,6 +819,7 @@ def _finalize_impl(B, u, v, M, r, acc, cost):
                 acc[t, j] += p
                 cs += p * M[i, j]
             r[i] = s
+            i += 1
         cost[t] = cs
 
 

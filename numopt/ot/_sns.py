@@ -9,18 +9,43 @@ In POT's scaled log-potentials :math:`z = (lu, lv)` and with :math:`K = -M/\math
 is concave with gradient :math:`g = (a - P1,\; b - P^\top 1)` (the marginal residual) and Hessian
 :math:`-H`, :math:`H = \begin{pmatrix}\mathrm{diag}(P1) & P\\ P^\top & \mathrm{diag}(P^\top 1)\end{pmatrix}`.
 (The brief's :math:`f(x, y)` is :math:`\mathrm{reg}\,(\tilde f + \sum a)` with :math:`x = \mathrm{reg}(lu+1)`,
-:math:`y = \mathrm{reg}\, lv`.) Algorithm, one Newton iteration:
+:math:`y = \mathrm{reg}\, lv`.)
 
-1. fused pass: P, P1, P^T 1, f and g; stop when :math:`\|g\|_1 \le` ``tol``;
-2. sparsify P by one global threshold :math:`\rho` (mass rule by default) into :math:`P_s`, and form
-   :math:`H_s` with the *dense* marginals on the diagonal plus a tiny ridge;
-3. solve :math:`H_s\,\Delta z = g` by Jacobi-preconditioned CG, orthogonally to the gauge (1, -1);
-4. backtracking line search from :math:`\alpha = 1` accepting :math:`\tilde f(z + \alpha\Delta z)` finite and
-   either an Armijo increase or a smaller :math:`\|g\|_2` (plain Armijo stalls near 1e-10 because the
-   gain :math:`\approx \|g\|^2` falls below the rounding of an ``n*m``-term sum);
-5. if no step :math:`\alpha \ge` ``ls_min_step`` is accepted, do ``fallback_sweeps`` Sinkhorn sweeps
-   instead (a fallback);
-6. re-centre the gauge.
+**Representation.** One pass with exponentials builds a base matrix
+:math:`B_{ij} = e^{lu^0_i + K_{ij} + lv^0_j}` with every row maximum 1 (so no row underflows, at any
+``reg``); afterwards the plan at any point is :math:`P = \mathrm{diag}(u)\, B\, \mathrm{diag}(v)` with
+:math:`u = e^{lu - lu^0}`, :math:`v = e^{lv - lv^0}`, and a pass over the plan is a pass over B without
+exponentials. Entries of B that underflowed are below :math:`e^{-708}` of their row maximum; while
+:math:`\max(lu - lu^0) + \max(lv - lv^0) \le 300` they stay below :math:`e^{-408}` in P, and a new
+base is taken when that is about to fail.
+
+**Algorithm.**
+
+1. Sinkhorn stage: the base pass also does the first row update; each further sweep is one pass over B
+   (row sums, row update and column sums of the updated rows while they are in cache). The stage ends
+   when the row error (columns are exact after a sweep) is ``<= switch_err * sum(a)``. The last sweep
+   also takes the histogram of P and keeps the entries above a floor as pattern candidates.
+2. Newton stage, one iteration:
+
+   a. sparsify P by one global threshold :math:`\rho` (mass rule by default, read off the histogram;
+      the pattern is filtered from the candidates) into :math:`P_s`, and keep it while the mass it drops
+      stays within ``reselect`` times its initial value;
+   b. solve :math:`H_s\,\Delta z = g` by Jacobi-preconditioned CG (matrix-free in :math:`P_s`, dense
+      marginals on the diagonal plus a tiny ridge), orthogonally to the gauge (1, -1);
+   c. backtracking line search from :math:`\alpha = 1` accepting :math:`\tilde f(z + \alpha\Delta z)` finite
+      and either an Armijo increase or a smaller :math:`\|g\|_2` (plain Armijo stalls near 1e-10 because
+      the gain :math:`\approx \|g\|^2` falls below the rounding of an ``n*m``-term sum);
+   d. if no step :math:`\alpha \ge` ``ls_min_step`` is accepted, do ``fallback_sweeps`` Sinkhorn sweeps
+      instead (a fallback);
+   e. re-centre the gauge.
+
+   Trial points need no pass over the plan: their marginals are *estimated*, exactly on the pattern
+   (O(nnz)) and, off it, from the off-pattern sums at the last dense pass scaled by the change of u and
+   v, which the min and max of that change bracket. The bracket gives a rigorous bound on the error of
+   the estimated L1 marginal error; a dense pass (the new reference) is made only when the bound exceeds
+   ``refresh_ratio`` times the estimated error and the two together are not already below ``tol``.
+3. One final pass writes the plan :math:`P = \mathrm{diag}(u) B \mathrm{diag}(v)` in place of B with its
+   exact marginals and cost; the reported ``marginal_error`` is measured there.
 """
 from __future__ import annotations
 
