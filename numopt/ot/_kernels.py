@@ -294,16 +294,30 @@ def dual_pass(K, lu, lv, a, b, P, r, c, acc):
     return np.sum(a * lu) + np.sum(b * lv) - np.sum(r)
 
 
+@njit(inline="always")
+def _rows_of(t, n, nchunk):
+    """Rows ``lo:hi`` of the t-th of ``nchunk`` equal row chunks."""
+    return t * n // nchunk, (t + 1) * n // nchunk
+
+
+@njit(inline="always")
+def _zero_chunk(t, acc, count, mass, hist):
+    """Zero chunk t's column sums (and its histogram, with ``hist``)."""
+    for j in range(acc.shape[1]):
+        acc[t, j] = 0.0
+    if hist:
+        for k in range(N_KEYS):
+            count[t, k] = 0
+            mass[t, k] = 0.0
+
+
 @_twins()
 def _log2_histogram_impl(P, count, mass):
     n, m = P.shape
     nchunk = count.shape[0]
     for t in prange(nchunk):
-        lo = t * n // nchunk
-        hi = (t + 1) * n // nchunk
-        for k in range(N_KEYS):
-            count[t, k] = 0
-            mass[t, k] = 0.0
+        lo, hi = _rows_of(t, n, nchunk)
+        _zero_chunk(t, mass, count, mass, True)      # no column sums here: mass stands in for them
         for i in range(lo, hi):
             for j in range(m):
                 p = P[i, j]
@@ -462,11 +476,9 @@ def _absorb_impl(M, inv, lu, lv, a, B, lu0, S, rs, acc_s, acc_u, start_cols):
     n, m = M.shape
     nchunk = acc_s.shape[0]
     for t in prange(nchunk):
-        lo = t * n // nchunk
-        hi = (t + 1) * n // nchunk
-        for j in range(m):
-            acc_s[t, j] = 0.0
-            acc_u[t, j] = 0.0
+        lo, hi = _rows_of(t, n, nchunk)
+        _zero_chunk(t, acc_s, acc_s, acc_s, False)
+        _zero_chunk(t, acc_u, acc_u, acc_u, False)
         i0 = lo
         for i in range(lo, hi):
             mx = _row_max_exponent(M, i, inv, lv)
@@ -569,14 +581,9 @@ def _scaled_impl(B, u, v, a, r, acc, mode, count, mass, floor, cap, rowcnt, ccol
     sweep = mode == SWEEP or mode == SWEEP_HIST
     hist = mode == RC_HIST or mode == SWEEP_HIST
     for t in prange(nchunk):
-        lo = t * n // nchunk
-        hi = (t + 1) * n // nchunk
-        for j in range(m):
-            acc[t, j] = 0.0
+        lo, hi = _rows_of(t, n, nchunk)
+        _zero_chunk(t, acc, count, mass, hist)
         if hist:
-            for k in range(N_KEYS):
-                count[t, k] = 0
-                mass[t, k] = 0.0
             ovf[t] = 0
         q = cap[t]
         end = cap[t + 1]
@@ -660,38 +667,24 @@ def filter_candidates(cap, rowcnt, ccols, cvals, u, v, rho):
     """CSR ``(indptr, indices, b_values)`` of the candidates with ``u_i B_ij v_j >= rho`` (row order)."""
     n = rowcnt.shape[0]
     nchunk = cap.shape[0] - 1
-    keep = np.zeros(n, dtype=np.int64)
-    total = 0
-    for t in range(nchunk):
-        lo = t * n // nchunk
-        hi = (t + 1) * n // nchunk
-        q = cap[t]
-        for i in range(lo, hi):
-            ui = u[i]
-            for _ in range(rowcnt[i]):
-                if (ui * cvals[q]) * v[ccols[q]] >= rho:
-                    keep[i] += 1
-                q += 1
     indptr = np.empty(n + 1, dtype=np.int64)
     indptr[0] = 0
-    for i in range(n):
-        indptr[i + 1] = indptr[i] + keep[i]
-    indices = np.empty(indptr[n], dtype=np.int64)
-    bvals = np.empty(indptr[n], dtype=np.float64)
-    for t in range(nchunk):
-        lo = t * n // nchunk
-        hi = (t + 1) * n // nchunk
+    indices = np.empty(rowcnt.sum(), dtype=np.int64)
+    bvals = np.empty(rowcnt.sum(), dtype=np.float64)
+    k = 0
+    for t in range(nchunk):           # chunks hold consecutive rows, in order
+        lo, hi = _rows_of(t, n, nchunk)
         q = cap[t]
         for i in range(lo, hi):
             ui = u[i]
-            k = indptr[i]
             for _ in range(rowcnt[i]):
                 if (ui * cvals[q]) * v[ccols[q]] >= rho:
                     indices[k] = ccols[q]
                     bvals[k] = cvals[q]
                     k += 1
                 q += 1
-    return indptr, indices, bvals
+            indptr[i + 1] = k
+    return indptr, indices[:k].copy(), bvals[:k].copy()
 
 
 @_twins()
@@ -782,10 +775,8 @@ def _finalize_impl(B, u, v, M, r, acc, cost):
     n, m = B.shape
     nchunk = acc.shape[0]
     for t in prange(nchunk):
-        lo = t * n // nchunk
-        hi = (t + 1) * n // nchunk
-        for j in range(m):
-            acc[t, j] = 0.0
+        lo, hi = _rows_of(t, n, nchunk)
+        _zero_chunk(t, acc, acc, acc, False)
         cs = 0.0
         i = lo
         while i + 4 <= hi:                 # four rows at a time: each column sum updated once per four
