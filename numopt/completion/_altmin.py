@@ -109,7 +109,7 @@ def _chol_qr(F, G=None, max_cond=1e4):
 
     Cholesky QR: :math:`R = \mathrm{chol}(F^TF)` (``G`` = :math:`F^TF` when the caller has it), then
     :math:`Q = FR^{-1}` by one triangular solve: :math:`nk^2/2` FMAs (+ :math:`nk^2/2` for the Gram),
-    against :math:`pprox 2nk^2` for Householder QR with an explicit Q. Q is orthonormal to
+    against :math:`\approx 2nk^2` for Householder QR with an explicit Q. Q is orthonormal to
     :math:`O(\kappa(F)^2\epsilon)`; it only has to span the same space as F and keep the row designs well
     conditioned, so when :math:`\kappa(R) >` ``max_cond`` (orthogonality error above ~1e-8) or the
     Cholesky factorization fails, Householder QR is used instead.

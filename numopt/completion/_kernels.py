@@ -624,49 +624,41 @@ def solve_rows_kernel(indptr, indices, values, F, out, use_warm, lam, count_scal
                     work += nn * k
                 if st2 != OK:
                     st = RANK_DEFICIENT
-            elif code == CG:
-                if use_warm:
-                    for a in range(k):
-                        x[a] = out[i, a]
-                else:
-                    for a in range(k):
-                        x[a] = 0.0
-                _gather(indptr, indices, F, values, i, k, A, b)
-                fres0 = _residual(A, b, nn, k, sigma, x, sres, r)
-                ns, work, rss = _cg_row(A, nn, k, sigma, x, tol, cg_steps, R, False, r, z, p, q, yv, sres, fres0)
-                work += 2 * nn * k
-                steps_out[i] = ns
             else:
+                # iterative / QR paths: gather the design once, start from the warm start (or 0)
                 _gather(indptr, indices, F, values, i, k, A, b)
-                if use_warm:
-                    for a in range(k):
-                        x[a] = out[i, a]
-                else:
-                    for a in range(k):
-                        x[a] = 0.0
-                ok = False
-                if nn > s_sk:
-                    rowseed = splitmix64(np.uint64(seed) ^ splitmix64(np.uint64(row_offset + i)))
-                    ok, ns, work, rss = _sketch_row(A, b, nn, k, sigma, x, s_sk, zeta, rowseed, tol,
-                                                    sketch_steps, SA, Sb, R, xs, r, z, p, q, yv,
-                                                    sres, use_warm)
+                for a in range(k):
+                    x[a] = out[i, a] if use_warm else 0.0
+                if code == CG:
+                    fres0 = _residual(A, b, nn, k, sigma, x, sres, r)
+                    ns, work, rss = _cg_row(A, nn, k, sigma, x, tol, cg_steps, R, False, r, z, p, q, yv, sres,
+                                            fres0)
+                    work += 2 * nn * k
                     steps_out[i] = ns
                 else:
-                    ok, work = _qr_row(A, b, nn, k, sigma, x, B, y, R)
-                    code = QR
-                    if ok and want_rss:
-                        rss = _data_residual_gathered(A, b, nn, k, x)
-                        work += nn * k
-                if not ok:
-                    # rank-deficient design: fall back to the guarded exact path
-                    w2 = _gram(indptr, indices, F, values, i, k, G, rhs)
-                    _shifted_cholesky(G, rhs, x, k, sigma, L)
-                    work += w2 + k * k * k // 6
-                    if want_rss:
-                        rss = _data_residual_rows(indptr, indices, F, values, i, k, x)
-                        work += nn * k
-                    st = RANK_DEFICIENT
-                    code = CHOLESKY
+                    ok = False
+                    if nn > s_sk:
+                        rowseed = splitmix64(np.uint64(seed) ^ splitmix64(np.uint64(row_offset + i)))
+                        ok, ns, work, rss = _sketch_row(A, b, nn, k, sigma, x, s_sk, zeta, rowseed, tol,
+                                                        sketch_steps, SA, Sb, R, xs, r, z, p, q, yv,
+                                                        sres, use_warm)
+                        steps_out[i] = ns
+                    else:
+                        ok, work = _qr_row(A, b, nn, k, sigma, x, B, y, R)
+                        code = QR
+                        if ok and want_rss:
+                            rss = _data_residual_gathered(A, b, nn, k, x)
+                            work += nn * k
+                    if not ok:
+                        # rank-deficient design: fall back to the guarded exact path
+                        w2 = _gram(indptr, indices, F, values, i, k, G, rhs)
+                        _shifted_cholesky(G, rhs, x, k, sigma, L)
+                        work += w2 + k * k * k // 6
+                        if want_rss:
+                            rss = _data_residual_rows(indptr, indices, F, values, i, k, x)
+                            work += nn * k
+                        st = RANK_DEFICIENT
+                        code = CHOLESKY
             for a in range(k):
                 out[i, a] = x[a]
             status[i] = st
