@@ -16,7 +16,7 @@ from .._monitor import Monitor
 from .._validation import (as_float_array, check_bool, check_choice, check_int, check_positive,
                            check_random_state)
 from . import _kernels as K
-from ._rowsolve import SOLVERS, USED_NAMES, solve_rows
+from ._rowsolve import SOLVERS, USED_NAMES, choose_solver, sample_block, solve_rows
 
 __all__ = ["minimize_altmin", "sparse_top_svd", "clip_rows", "gram_distance", "balance_factors"]
 
@@ -75,9 +75,16 @@ def gram_distance(U1, V1, U2, V2):
     d2 = a - 2.0 * b + c
     if d2 > 1e-10 * max(a, c):
         return d2, max(c, 0.0)
+    return _stable_distance_sq(U1, V1, U2, V2), max(c, 0.0)
+
+
+def _stable_distance_sq(U1, V1, U2, V2):
+    r""":math:`\|U_1V_1^T - U_2V_2^T\|_F^2 = \|R_aR_b^T\|_F^2` with :math:`[U_1, -U_2] = Q_aR_a`,
+    :math:`[V_1, V_2] = Q_bR_b` (no cancellation)."""
+    U1, V1, U2, V2 = (np.asarray(a, dtype=np.float64) for a in (U1, V1, U2, V2))
     Ra = np.linalg.qr(np.hstack([U1, -U2]), mode="r")
     Rb = np.linalg.qr(np.hstack([V1, V2]), mode="r")
-    return float(np.sum((Ra @ Rb.T) ** 2)), max(c, 0.0)
+    return float(np.sum((Ra @ Rb.T) ** 2))
 
 
 def balance_factors(U, V):
@@ -87,6 +94,51 @@ def balance_factors(U, V):
     A, s, Bt = np.linalg.svd(Ru @ Rv.T)
     r = np.sqrt(s)
     return ((Qu @ A) * r).astype(U.dtype), ((Qv @ Bt.T) * r).astype(V.dtype)
+
+
+def _syrk(F):
+    r""":math:`F^TF` in float64 by one BLAS syrk (:math:`nk(k+1)/2` FMAs), both triangles filled."""
+    from scipy.linalg.blas import dsyrk
+
+    C = dsyrk(1.0, np.asarray(F, dtype=np.float64).T)       # F^T is Fortran-ordered: no copy
+    return np.triu(C) + np.triu(C, 1).T
+
+
+def _chol_qr(F, G=None, max_cond=1e4):
+    r"""``(Q, R, fmas)`` with :math:`F = QR` (F is n x k, float64).
+
+    Cholesky QR: :math:`R = \mathrm{chol}(F^TF)` (``G`` = :math:`F^TF` when the caller has it), then
+    :math:`Q = FR^{-1}` by one triangular solve: :math:`nk^2/2` FMAs (+ :math:`nk^2/2` for the Gram),
+    against :math:`\approx 2nk^2` for Householder QR with an explicit Q. Q is orthonormal to
+    :math:`O(\kappa(F)^2\epsilon)`; it only has to span the same space as F and keep the row designs well
+    conditioned, so when :math:`\kappa(R) >` ``max_cond`` (orthogonality error above ~1e-8) or the
+    Cholesky factorization fails, Householder QR is used instead.
+    """
+    import scipy.linalg as sla
+
+    n, k = F.shape
+    fmas = 0
+    if G is None:
+        G = _syrk(F)
+        fmas += n * k * (k + 1) // 2
+    try:
+        R = sla.cholesky(G, lower=False, check_finite=False)
+        fmas += k ** 3 // 6
+        ok = bool(np.all(np.isfinite(R))) and np.linalg.cond(R) <= max_cond
+    except np.linalg.LinAlgError:
+        ok = False
+    if not ok:
+        Q, R = np.linalg.qr(F)
+        return Q, R, fmas + 2 * n * k * k
+    Q = sla.solve_triangular(R, F.T, trans="T", lower=False, check_finite=False).T
+    return np.ascontiguousarray(Q), R, fmas + n * k * (k + 1) // 2
+
+
+def _times_rt(C, R):
+    r""":math:`CR^T` for upper-triangular R by one BLAS trmm (:math:`mk(k+1)/2` FMAs)."""
+    from scipy.linalg.blas import dtrmm
+
+    return np.ascontiguousarray(dtrmm(1.0, R, np.asarray(C, dtype=np.float64).T, side=0, lower=0).T)
 
 
 def _split_block(indptr, labels, part, indices, values):
@@ -195,11 +247,17 @@ def minimize_altmin(problem, x0=None, *, callback=None, solver="auto", init="svd
     -------
     solver : {"auto", "cholesky", "cg", "sketch-cg"}
         Row solver of the half-steps. ``"cholesky"``: exact normal equations (:math:`Nk^2/2` per row).
-        ``"cg"``: warm-started CG on the normal equations, at most ``cg_steps`` steps (:math:`2Nk` each).
+        ``"cg"``: warm-started CG on the normal equations, at most ``cg_steps`` steps; ``s`` steps cost
+        :math:`(2s+1)Nk` FMAs (one gather, one fused sweep per step computing :math:`Ap` and
+        :math:`A^T(Ap)` together, and a last step that needs only :math:`Ap`), i.e. :math:`2(2s+1)`
+        passes over :math:`|\Omega|k` per iteration whatever k.
         ``"sketch-cg"`` (the paper): sparse sign sketch, QR preconditioner, preconditioned CG to
         ``inner_tol``; rows with at most ``sketch_size`` entries are solved exactly by QR.
-        ``"auto"``: per row, the cheapest of the three by a flop model (Cholesky for small k, CG above
-        roughly k = 14, the sketch only for rows with N >> k^2).
+        ``"auto"``: chosen by **measured cost**: at the first V-step and the first U-step, the candidate
+        solvers solve the same sample of rows (2% of the side, 256 to 2048 evenly spaced rows, same
+        fixed factor and warm start) and the fastest wall time wins for the rest of the solve
+        (:func:`numopt.completion.choose_solver`; candidates more than 4x off the cheapest flop model
+        are not timed; decisions are cached per process). ``result.auto_choice`` has the timings.
     init : {"svd", "random"}
         SVD initialization (above) or Gaussian factors with scale :math:`\sqrt{\text{mean}|M_\Omega|/k}`.
     clip : bool
@@ -224,7 +282,11 @@ def minimize_altmin(problem, x0=None, *, callback=None, solver="auto", init="svd
     atol : float
         Stop when the relative residual :math:`\|P_\Omega(X - M)\|_F/\|P_\Omega(M)\|_F \le` ``atol``.
     inner_tol : float
-        Relative tolerance of the iterative row solves (normal-equation residual over :math:`\|A^Tb\|`).
+        Forcing term of the iterative row solves: stop when the normal-equation residual has dropped to
+        ``inner_tol`` times its value at the starting point (the warm start, i.e. the previous iterate;
+        :math:`\|A^Tb\|` from a cold start). The residual at the warm start is the half-step gradient at
+        the previous iterate, so the accuracy asked of each solve follows the outer progress (inexact
+        ALS); ``cg_steps`` caps the steps.
     cg_steps : int
         Maximum CG steps per row and half-step for ``"cg"`` (3, as in implicit).
     sketch_size : int, optional
@@ -347,16 +409,22 @@ class _LocalRows:
     def __init__(self, block, csr, m, sample_split, kw):
         self.block, self.csr, self.m, self.sample_split, self.kw = block, csr, m, sample_split, kw
 
-    def solve(self, part, by_row, fixed, warm):
-        """``(solution, residual_sq)``; ``residual_sq`` (on all of Omega) only for a U-step in theory mode."""
+    def solve(self, part, by_row, fixed, warm, solver=None):
+        """``(solution, residual_sq)``; ``residual_sq`` (on all of Omega) only for a U-step in theory mode.
+        ``solver`` overrides the configured one (the measured choice of ``"auto"``)."""
         ip, ix, val = self.block(part, by_row)
+        kw = self.kw if solver is None else dict(self.kw, solver=solver)
         # only the U-step's residuals are the objective at the new iterate
         sol = solve_rows(ip, ix, val, fixed, warm=warm, row_offset=0 if by_row else self.m,
-                         want_rss=by_row and not self.sample_split, **self.kw)
+                         want_rss=by_row and not self.sample_split, **kw)
         res = None
         if by_row and self.sample_split:          # theory mode: a separate residual pass on all of Omega
             res = K.row_residual_sq(*self.csr, sol.rows, fixed)
         return sol, res
+
+    def sample(self, part, by_row, n_sample):
+        """``(indptr, indices, values, rows)``: evenly spaced rows of the half-step's block (for "auto")."""
+        return sample_block(*self.block(part, by_row), n_sample)
 
     def begin_iter(self):
         self.c0 = time.process_time()
@@ -366,6 +434,11 @@ class _LocalRows:
 
     def result_extra(self):
         return {}
+
+
+def _auto_sample_size(nrows):
+    """Rows timed by solver="auto": 2% of the side, at least 256 and at most 2048."""
+    return int(min(nrows, max(256, min(2048, nrows // 50))))
 
 
 def _run(backend, problem, mon, U, V, warm_v, *, lam, dtype, reg_scaling, sample_split, maxiter, tol, xtol, atol,
@@ -378,18 +451,40 @@ def _run(backend, problem, mon, U, V, warm_v, *, lam, dtype, reg_scaling, sample
     m, n = problem.shape
     k = problem.rank
 
-    def half_step(part, by_row, fixed, current, warm_ok):
-        """Solve every row (by_row) or column of the data against ``fixed``; returns (new, solution, res)."""
+    dense = [0]          # FMAs of the O((m + n) k^2) work of the current iteration
+
+    def half_step(part, by_row, fixed, current, warm_ok, gram=None):
+        """Solve every row (by_row) or column of the data against ``fixed``; returns (new, solution, res).
+
+        ``gram`` is ``fixed^T fixed`` when the caller already has it (saves the syrk of the QR)."""
         R = None
         if lam == 0.0:
-            # orthonormalize the fixed factor; the matching warm start is current @ R^T
-            Qf, R = np.linalg.qr(fixed.astype(np.float64))
+            # orthonormalize the fixed factor (Cholesky QR); the matching warm start is current @ R^T
+            Qf, R, w = _chol_qr(fixed.astype(np.float64), gram)
+            dense[0] += w
             fixed = Qf.astype(dtype)
         warm = None
         if warm_ok:
-            warm = current if R is None else (current.astype(np.float64) @ R.T).astype(dtype)
-        sol, res = backend.solve(part, by_row, fixed, warm)
+            if R is None:
+                warm = current
+            else:
+                warm = _times_rt(current, R).astype(dtype)
+                dense[0] += current.shape[0] * k * (k + 1) // 2
+        name = None
+        if backend.kw["solver"] == "auto":
+            side = "rows" if by_row else "cols"
+            if side not in auto_choice:
+                # measured choice: time the candidate solvers on a sample of this half-step's rows
+                # (same fixed factor and warm start), once per side; see choose_solver
+                t_choose = time.perf_counter()
+                ip, ix, val, rows = backend.sample(part, by_row, _auto_sample_size(m if by_row else n))
+                auto_choice[side] = choose_solver(ip, ix, val, fixed, warm=None if warm is None else warm[rows],
+                                                  **backend.kw) + (time.perf_counter() - t_choose,)
+            name = auto_choice[side][0]
+        sol, res = backend.solve(part, by_row, fixed, warm, solver=name)
         return fixed, sol, res
+
+    auto_choice = {}
 
     history_rel_error = problem.truth is not None
     f_prev = np.inf
@@ -401,11 +496,14 @@ def _run(backend, problem, mon, U, V, warm_v, *, lam, dtype, reg_scaling, sample
     n_cold_cols = int(np.count_nonzero(col_counts == 0))
     k2_dense = 0
     f = rmse = np.nan
+    gram_u = None        # U^T U of the current U (from the last iteration's change measure)
+    xx_prev = None       # ||U_prev V_prev^T||_F^2
     for it in range(maxiter):
         t0 = time.perf_counter()
         backend.begin_iter()
+        dense[0] = 0
         # V-step: columns against the fixed U
-        U, sv, _ = half_step(2 * it + 1, False, U, V, warm_v)
+        U, sv, _ = half_step(2 * it + 1, False, U, V, warm_v, gram_u)
         V = sv.rows
         warm_v = True
         # U-step: rows against the fixed V
@@ -422,17 +520,27 @@ def _run(backend, problem, mon, U, V, warm_v, *, lam, dtype, reg_scaling, sample
                               + float(np.sum(cv * np.sum(V.astype(np.float64) ** 2, axis=1))))
         rmse = np.sqrt(sse / nnz)
         rel_res = np.sqrt(sse) / ref_norm
+        # ||X_t - X_{t-1}||_F by the Gram formula with cached Grams: U^T U (reused by the next V-step's
+        # Cholesky QR) and V^T V are two syrks, the cross terms two gemms; ||X_{t-1}||^2 is remembered
+        gram_u, gram_v = _syrk(U), _syrk(V)
+        dense[0] += (m + n) * k * (k + 1) // 2
+        xx = float(np.sum(gram_u * gram_v))
         if U_prev is not None:
-            d2, x2 = gram_distance(U, V, U_prev, V_prev)
-            rel_change = np.sqrt(d2 / x2) if x2 > 0 else np.inf
+            cross = float(np.sum((U.T.astype(np.float64) @ U_prev) * (V.T.astype(np.float64) @ V_prev)))
+            dense[0] += (m + n) * k * k
+            d2 = xx - 2.0 * cross + xx_prev
+            if not d2 > 1e-10 * max(xx, xx_prev):      # cancellation: the stable QR form (gram_distance)
+                d2 = _stable_distance_sq(U, V, U_prev, V_prev)
+                dense[0] += 4 * (m + n) * k * k + 8 * k ** 3
+            rel_change = np.sqrt(d2 / xx_prev) if xx_prev > 0 else np.inf
         else:
             rel_change = np.inf
-        U_prev, V_prev = U, V
+        U_prev, V_prev, xx_prev = U, V, xx
         work = int(sv.work.sum() + su.work.sum()) + (nnz * k if sample_split else 0)   # + residual pass
-        dense = (m + n) * k * k * (4 if lam == 0.0 else 0) + 3 * (m + n) * k * k   # QRs and Gram formula
-        k2_dense = dense
+        k2_dense = dense[0]
         fields = dict(fun=f, rmse=rmse, rel_residual=rel_res, rel_change=rel_change,
-                      passes=(work + dense) / (nnz * k), row_passes=work / (nnz * k),
+                      passes=(work + dense[0]) / (nnz * k), row_passes=work / (nnz * k),
+                      dense_passes=dense[0] / (nnz * k),
                       inner_steps=float(np.mean(np.concatenate([sv.inner_steps, su.inner_steps]))))
         if history_rel_error:
             Ut, Vt = problem.truth
@@ -472,7 +580,10 @@ def _run(backend, problem, mon, U, V, warm_v, *, lam, dtype, reg_scaling, sample
                       n_clipped=rk.pop("n_clipped"), solver_counts=solver_counts,
                       time_per_iter=float(np.mean(hist["iter_time"])),
                       passes_per_iter=float(np.mean(hist["passes"])), init_time=rk.pop("init_time"),
-                      dense_passes=k2_dense / (nnz * k), **rk, **backend.result_extra())
+                      dense_passes=k2_dense / (nnz * k),
+                      auto_choice={side: dict(solver=c[0], seconds=c[1], choose_time=c[2])
+                                   for side, c in auto_choice.items()},
+                      **rk, **backend.result_extra())
 
 
 # --------------------------------------------------------------------------------------------------

@@ -98,6 +98,13 @@ def _solve_task(block, warm, kw, split, residual, fixed):
     return sol, res
 
 
+def _sample_task(block, split, n_sample):
+    """``(indptr, indices, values, rows)`` of evenly spaced rows of the block (rows are block-local)."""
+    from ._rowsolve import sample_block
+
+    return sample_block(*_part(block, split), n_sample)
+
+
 def _matmul_task(block, F, scale, split):
     """``scale * A_block @ F`` for a CSR row block (or ``A^T`` restricted to a CSC column block)."""
     import scipy.sparse as sp
@@ -376,11 +383,13 @@ class _DaskRows:
         self.cl, self.split_of, self.m, self.kw = cl, split_of, m, kw
         self.bytes_hist, self.bytes_in_hist = [], []
 
-    def solve(self, part, by_row, fixed, warm):
+    def solve(self, part, by_row, fixed, warm, solver=None):
         cl = self.cl
         blocks, bounds = cl.blocks(by_row)
         split = self.split_of(part)(by_row)
         task_kw = dict(self.kw, shift=0 if by_row else self.m, by_row=by_row)
+        if solver is not None:                   # the measured choice of "auto"
+            task_kw["solver"] = solver
         # theory mode: the U-step saw one part of Omega, so the blocks also run a residual pass on all of it
         residual = by_row and split is not None
         out = cl.run(_solve_task, blocks, lambda i: (None if warm is None else warm[bounds[i]:bounds[i + 1]],
@@ -393,6 +402,14 @@ class _DaskRows:
         sol = type(sols[0])(*[np.concatenate(f) for f in zip(*sols)])       # the whole factor's solution
         res = np.concatenate([o[1] for o in out]) if residual else None
         return sol, res
+
+    def sample(self, part, by_row, n_sample):
+        """Evenly spaced rows of the first block of the half-step (fetched from its worker), for "auto"."""
+        cl = self.cl
+        blocks, _ = cl.blocks(by_row)
+        out = cl.run(_sample_task, blocks[:1], lambda i: (self.split_of(part)(by_row), n_sample))[0]
+        cl.received(*out)
+        return out
 
     def begin_iter(self):
         self.b0, self.i0 = self.cl.bytes, self.cl.bytes_in

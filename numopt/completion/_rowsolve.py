@@ -16,7 +16,7 @@ import numpy as np
 from .._validation import as_float_array, check_choice, check_int, check_positive
 from . import _kernels as K
 
-__all__ = ["solve_rows", "RowBlockSolution", "SOLVERS"]
+__all__ = ["solve_rows", "RowBlockSolution", "SOLVERS", "choose_solver", "model_cost"]
 
 SOLVERS = {"cholesky": K.CHOLESKY, "cg": K.CG, "sketch-cg": K.SKETCH_CG, "auto": K.AUTO}
 USED_NAMES = {K.CHOLESKY: "cholesky", K.CG: "cg", K.SKETCH_CG: "sketch-cg", K.QR: "qr"}
@@ -89,12 +89,13 @@ def solve_rows(indptr, indices, values, fixed, *, reg=0.0, reg_scaling="none", s
         the normal equations (``cg_steps`` steps at most, never forms :math:`A^TA`). ``"sketch-cg"``:
         sparse sign sketch of size ``sketch_size``, QR preconditioner, preconditioned CG from the better
         of the warm start and the sketch-and-solve point; rows with ``N <= sketch_size`` take the exact
-        QR path. ``"auto"``: per row, the cheapest by the flop model of the three.
+        QR path. ``"auto"``: per row, the cheapest by the flop model of the three (:func:`model_cost`;
+        ``altmin``'s ``"auto"`` instead times the solvers, see :func:`choose_solver`).
     warm : float array, shape (b, k), optional
         Warm start (used by the iterative solvers; ignored by the exact ones).
     inner_tol : float
-        Stop an iterative solve when :math:`\|A^T(b-Ax) - \lambda c_i x\| \le` ``inner_tol``
-        :math:`\|A^T b\|`.
+        Stop an iterative solve when :math:`\|A^T(b-Ax) - \lambda c_i x\| \le` ``inner_tol`` times the
+        same norm at the starting point (the warm start; :math:`\|A^T b\|` from x = 0).
     cg_steps : int
         Maximum CG steps per row for ``"cg"`` (and the CG cost used by ``"auto"``).
     sketch_steps : int, optional
@@ -179,3 +180,86 @@ def solve_rows(indptr, indices, values, fixed, *, reg=0.0, reg_scaling="none", s
                         int(sketch_nnz), int(seed), int(row_offset), status, used, steps, work, rss,
                         bool(want_rss))
     return RowBlockSolution(out, status, used, steps, work, rss)
+
+
+# --------------------------------------------------------------------------------------------------
+# solver="auto" in altmin: choose the row solver by measured cost
+# --------------------------------------------------------------------------------------------------
+_AUTO_CACHE = {}
+
+
+def model_cost(indptr, k, *, cg_steps=3, inner_tol=1e-10, sketch_size=None, sketch_nnz=8):
+    """Modeled FMAs of each row solver on a block (the kernel's own per-row counts, summed)."""
+    deg = np.diff(np.asarray(indptr, dtype=np.int64)).astype(np.float64)
+    deg = deg[deg > 0]
+    s = 4 * k if sketch_size is None else sketch_size
+    lg = max(1.0, float(np.log2(1.0 / max(inner_tol, 1e-300))))
+    steps = min(60.0, lg)
+    chol = float(np.sum(deg * (k * (k + 1) / 2 + 2 * k) + k ** 3 / 6 + k * k))
+    cg = float(np.sum((1 + 2 * cg_steps) * deg * k))
+    long = deg > s
+    sk = float(np.sum(np.where(long, deg * sketch_nnz * (k + 1) + 2 * (s + k) * k * k + (4 + 2 * steps) * deg * k,
+                               2 * (deg + k) * k * k + deg * k)))
+    return {"cholesky": chol, "cg": cg, "sketch-cg": sk}
+
+
+def choose_solver(indptr, indices, values, fixed, *, warm=None, max_model_ratio=4.0, repeats=2, cache=True, **kw):
+    r"""The fastest row solver for a block of rows, by **measured** time.
+
+    Rule: the candidates are ``"cholesky"``, ``"cg"`` and ``"sketch-cg"``, minus those whose modeled FMA
+    count (:func:`model_cost`) exceeds ``max_model_ratio`` times the cheapest model (they cannot win: a
+    solver is never measured more than ~4x off its model on this kind of kernel, and timing a hopeless
+    candidate, e.g. the sketch with its :math:`O(k^3)` QR per row at 200 entries per row, costs more
+    than it can save). If one candidate is left it is returned; otherwise each candidate solves the
+    same rows (the given block, normally a sample of a half-step's rows, with the same warm start),
+    ``repeats`` times interleaved, and the smallest wall time wins.
+
+    The decision is cached for the process under the key (k, dtype, warm start or not, ridge or not,
+    round(log2(mean row degree)), solver options), so later half-steps and later solves of problems of
+    the same kind reuse it (the choice is machine-dependent, so ``"auto"`` iterates are reproducible
+    within a process, not across machines; pass an explicit solver for bitwise reproducibility).
+
+    Returns ``(solver, seconds)`` with ``seconds`` the best time per candidate (``{}`` when nothing was
+    timed) and a ``"cached"`` entry when the decision came from the cache.
+    """
+    import time
+
+    k = fixed.shape[1]
+    kw = dict(kw)
+    kw.pop("solver", None)
+    kw["check"] = False
+    model = model_cost(indptr, k, cg_steps=kw.get("cg_steps", 3), inner_tol=kw.get("inner_tol", 1e-10),
+                       sketch_size=kw.get("sketch_size"), sketch_nnz=kw.get("sketch_nnz", 8))
+    best_model = min(model.values())
+    cand = [c for c in ("cholesky", "cg", "sketch-cg") if model[c] <= max_model_ratio * best_model]
+    nnz = int(indptr[-1])
+    rows = max(1, int(np.count_nonzero(np.diff(indptr))))
+    key = (k, np.dtype(fixed.dtype).str, warm is not None, kw.get("reg", 0.0) > 0, int(round(np.log2(nnz / rows + 1))),
+           tuple(cand), kw.get("cg_steps"), kw.get("inner_tol"), kw.get("sketch_size"), kw.get("sketch_nnz"))
+    if cache and key in _AUTO_CACHE:
+        name, secs = _AUTO_CACHE[key]
+        return name, dict(secs, cached=True)
+    secs = {}
+    if len(cand) > 1:
+        for _ in range(repeats):
+            for c in cand:
+                t0 = time.perf_counter()
+                solve_rows(indptr, indices, values, fixed, warm=warm, solver=c, want_rss=False, **kw)
+                secs[c] = min(secs.get(c, np.inf), time.perf_counter() - t0)
+        name = min(secs, key=secs.get)
+    else:
+        name = cand[0]
+    if cache:
+        _AUTO_CACHE[key] = (name, secs)
+    return name, dict(secs)
+
+
+def sample_block(indptr, indices, values, n_sample):
+    """``(indptr, indices, values, rows)`` of ``n_sample`` evenly spaced rows of a CSR block."""
+    b = indptr.size - 1
+    rows = np.unique(np.linspace(0, b - 1, min(b, n_sample)).astype(np.int64)) if b else np.zeros(0, np.int64)
+    lo, hi = indptr[rows], indptr[rows + 1]
+    ip = np.zeros(rows.size + 1, dtype=np.int64)
+    np.cumsum(hi - lo, out=ip[1:])
+    take = np.repeat(lo - ip[:-1], hi - lo) + np.arange(ip[-1])
+    return ip, indices[take], values[take], rows
