@@ -189,6 +189,40 @@ def test_tree_solve_equals_dense_solve(seed):
         assert np.all(pos == -1)
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_forest_sweep_equals_dense_block_update(seed, dtype):
+    # reference: x_b <- x_b + omega (solve(Q_bb, c_b - Q_{b,~b} x_~b) - x_b), dense NumPy
+    Q = _random_graph(120, 0.03, seed).astype(dtype)
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(120).astype(np.int64)
+    c = rng.standard_normal(120)
+    x = rng.standard_normal(120)
+    Qd = Q.toarray().astype(np.float64)
+    pos = np.full(120, -1, dtype=np.int64)
+    for b in forest_partition(Q, order):
+        status, *fac = cy.forest_factor(Q.indptr, Q.indices, Q.data, b.astype(np.int64), pos)
+        assert status == 0 and np.all(pos == -1)
+        assert sorted(fac[0]) == sorted(b)
+        omega = rng.uniform(0.2, 1.9)
+        nb = np.setdiff1d(np.arange(120), b)
+        star = np.linalg.solve(Qd[np.ix_(b, b)], c[b] - Qd[np.ix_(b, nb)] @ x[nb])
+        ref = x.copy()
+        ref[b] += omega * (star - x[b])
+        work = np.empty(b.size)
+        x_old = x.copy()
+        dd = cy.forest_sweep(*fac, c, x, work, omega)
+        np.testing.assert_allclose(x, ref, rtol=1e-12, atol=1e-12 * np.abs(ref).max())
+        assert dd == pytest.approx(float(((x - x_old) ** 2).sum()), rel=1e-10)
+
+
+def test_forest_factor_detects_indefinite():
+    Q = sp.csr_matrix(np.array([[1.0, 2.0, 0.0], [2.0, 1.0, 0.0], [0.0, 0.0, 1.0]]))
+    status, *_ = cy.forest_factor(Q.indptr, Q.indices, Q.data, np.arange(3, dtype=np.int64),
+                                  np.full(3, -1, dtype=np.int64))
+    assert status < 0
+
+
 def test_tree_solve_detects_indefinite():
     Q = sp.csr_matrix(np.array([[1.0, 2.0, 0.0], [2.0, 1.0, 0.0], [0.0, 0.0, 1.0]]))
     x = np.empty(3)
