@@ -241,7 +241,7 @@ def forest_factor(const index_t[::1] indptr, const index_t[::1] indices, const f
                   const long long[::1] block, long long[::1] pos):
     """Factor ``Q_bb`` once for a *fixed* forest block: the tree solve's elimination, with everything a sweep needs.
 
-    Returns ``(status, order, par, wpar, lw, ipiv, ext_ptr, ext_idx, ext_val)``: ``order`` lists the block nodes
+    Returns ``(status, order, par, wpar, lw, ipiv, ext_ptr, ext_idx, ext_val, diag)``: ``order`` lists the block nodes
     in depth-first preorder (parents first, so the reverse is a leaf-to-root elimination order and runs along
     paths, which keeps memory access local); ``par[t]`` is the position of the parent of ``order[t]`` (-1 for a
     root), ``wpar[t] = Q[order[t], parent]``, ``ipiv[t] = 1 / pivot`` after elimination, ``lw[t] = wpar[t] /
@@ -266,7 +266,8 @@ def forest_factor(const index_t[::1] indptr, const index_t[::1] indices, const f
     ptr_np = np.zeros(m + 1, dtype=np.int64)
     cdef long long[::1] ordb = ordb_np, epos = epos_np, parb = parb_np, stack = stack_np
     cdef long long[::1] order = order_np, par = par_np, ptr = ptr_np
-    cdef double[::1] wparb = wparb_np, wpar = wpar_np, piv = piv_np, lw = lw_np
+    diag_np = np.zeros(m, dtype=np.float64)
+    cdef double[::1] wparb = wparb_np, wpar = wpar_np, piv = piv_np, lw = lw_np, diag = diag_np
     cdef signed char[::1] seen = seen_np
     with nogil:
         for i in range(m):
@@ -306,6 +307,7 @@ def forest_factor(const index_t[::1] indptr, const index_t[::1] indices, const f
                 w = indices[k]
                 if w == v:
                     piv[t] = data[k]
+                    diag[t] = data[k]
                 elif pos[w] < 0:
                     ne += 1
             ptr[t + 1] = ne
@@ -334,34 +336,36 @@ def forest_factor(const index_t[::1] indptr, const index_t[::1] indices, const f
         for i in range(m):
             pos[block[i]] = -1
     ipiv_np = np.where(piv_np > 0, 1.0 / np.where(piv_np > 0, piv_np, 1.0), 0.0)
-    return status, order_np, par_np, wpar_np, lw_np, ipiv_np, ptr_np, idx_np, val_np
+    return status, order_np, par_np, wpar_np, lw_np, ipiv_np, ptr_np, idx_np, val_np, diag_np
 
 
-def forest_sweep(const long long[::1] order, const long long[::1] par, const double[::1] wpar,
-                 const double[::1] lw, const double[::1] ipiv, const long long[::1] ext_ptr,
-                 const long long[::1] ext_idx, const double[::1] ext_val, const double[::1] c, double[::1] x,
-                 double[::1] r, double omega):
-    """One (relaxed) exact block update on a fixed forest block factored by :func:`forest_factor`.
+def forest_sweep(const int[::1] par, const double[::1] wpar, const double[::1] ipiv, const int[::1] ext_ptr,
+                 const int[::1] ext_idx, const double[::1] ext_val, const double[::1] c, double[::1] x,
+                 Py_ssize_t off, double[::1] r, double omega):
+    """One (relaxed) exact block update on a fixed forest block, in the *sweep numbering*.
 
-    ``x_b <- x_b + omega (x_b* - x_b)`` where ``x_b*`` solves ``Q_bb x_b* = c_b - Q_{b,~b} x_~b`` (the exact
-    block minimizer of ``1/2 x^T Q x - c^T x``; ``omega = 1`` is plain tree-Newton BCD). O(|b| + couplings),
-    no Python per node. ``r`` is a work array of length >= |b|. Returns ``sum (x_new - x_old)^2`` over b.
+    The variables are renumbered so that the block's nodes are ``off .. off+m-1`` in the depth-first preorder
+    of :func:`forest_factor` (``par`` local positions, ``ext_idx`` renumbered, ``c`` and ``x`` permuted): every
+    array is then read in order, which keeps a sweep over 10^6 nodes streaming. Computes
+    ``x_b <- x_b + omega (x_b* - x_b)``, ``x_b*`` solving ``Q_bb x_b* = c_b - Q_{b,~b} x_~b`` (``omega = 1``:
+    plain tree-Newton BCD) in O(|b| + couplings), ``r`` a work array of length >= m. Returns
+    ``sum (x_new - x_old)^2`` over b.
     """
-    cdef Py_ssize_t m = order.shape[0], t
-    cdef long long p, e
+    cdef Py_ssize_t m = par.shape[0], t
+    cdef int p, e
     cdef double acc, xn, d, dd = 0.0
     with nogil:
         for t in range(m):
             r[t] = 0.0
         # leaves -> roots: right-hand side and forward elimination in one pass
         for t in range(m - 1, -1, -1):
-            acc = r[t] + c[order[t]]
+            acc = r[t] + c[off + t]
             for e in range(ext_ptr[t], ext_ptr[t + 1]):
                 acc = acc - ext_val[e] * x[ext_idx[e]]
             r[t] = acc
             p = par[t]
             if p >= 0:
-                r[p] -= lw[t] * acc
+                r[p] -= wpar[t] * ipiv[t] * acc
         # roots -> leaves: back substitution (r[t] becomes the exact block solution), relaxed update of x
         for t in range(m):
             p = par[t]
@@ -370,7 +374,110 @@ def forest_sweep(const long long[::1] order, const long long[::1] par, const dou
             else:
                 xn = r[t] * ipiv[t]
             r[t] = xn
-            d = omega * (xn - x[order[t]])
-            x[order[t]] += d
+            d = omega * (xn - x[off + t])
+            x[off + t] += d
             dd += d * d
     return dd
+
+
+def forest_grad(const int[::1] par, const double[::1] wpar, const double[::1] diag, const int[::1] ext_ptr,
+                const int[::1] ext_idx, const double[::1] ext_val, const double[::1] c, const double[::1] x,
+                Py_ssize_t off, double[::1] g):
+    """``g_b = (Q x - c)_b`` for a forest block in the sweep numbering of :func:`forest_sweep` (the block's
+    tree edges are its parent links, its other couplings the ``ext`` lists): the stop test's gradient with
+    streaming access, no product with the original ``Q``."""
+    cdef Py_ssize_t m = par.shape[0], t
+    cdef int p, e
+    cdef double acc
+    with nogil:
+        for t in range(m):
+            acc = diag[t] * x[off + t] - c[off + t]
+            for e in range(ext_ptr[t], ext_ptr[t + 1]):
+                acc = acc + ext_val[e] * x[ext_idx[e]]
+            p = par[t]
+            if p >= 0:
+                acc = acc + wpar[t] * x[off + p]
+            g[off + t] = acc
+        for t in range(m):
+            p = par[t]
+            if p >= 0:
+                g[off + p] += wpar[t] * x[off + t]
+
+
+def col_sq_norms(const index_t[::1] indptr, const floating[::1] data, double[::1] out):
+    """``out[j] = sum_k data[k]^2`` over column ``j`` of a CSC matrix (in double). One pass, no temporary.
+
+    A NaN entry makes its column's norm NaN (callers use that as a finiteness check of the data).
+    """
+    cdef Py_ssize_t p = indptr.shape[0] - 1, j
+    cdef index_t k
+    cdef double s, a
+    with nogil:
+        for j in range(p):
+            s = 0.0
+            for k in range(indptr[j], indptr[j + 1]):
+                a = data[k]
+                s += a * a
+            out[j] = s
+    return out
+
+
+def csc_rmatvec(const index_t[::1] indptr, const index_t[::1] indices, const floating[::1] data,
+                const double[::1] u, double[::1] out):
+    """``out = A^T u`` for a CSC ``A`` (column dot products), without building the transpose."""
+    cdef Py_ssize_t p = indptr.shape[0] - 1, j
+    cdef index_t k
+    cdef double s
+    with nogil:
+        for j in range(p):
+            s = 0.0
+            for k in range(indptr[j], indptr[j + 1]):
+                s += data[k] * u[indices[k]]
+            out[j] = s
+    return out
+
+
+def gram_cross(const index_t[::1] indptr, const index_t[::1] indices, const floating[::1] data,
+               const long long[::1] cols, const long long[::1] new, Py_ssize_t n, double[:, ::1] out):
+    """``out[r, c] = A[:, cols[r]] . A[:, new[c]]`` for a CSC ``A`` with ``n`` rows, sparse on both sides.
+
+    The new columns are laid out by row once (O(n + their nnz)); each entry of a column of ``cols`` then
+    meets only the new columns that share its row, so the cost is O(sum over shared rows) instead of the
+    O(nnz(cols) * |new|) of dense column products. ``out`` is overwritten.
+    """
+    cdef Py_ssize_t m = cols.shape[0], K = new.shape[0], r, c, i, e
+    cdef index_t k
+    cdef double a
+    cdef long long nnz_new = 0
+    for c in range(K):
+        nnz_new += indptr[new[c] + 1] - indptr[new[c]]
+    rowptr_np = np.zeros(n + 1, dtype=np.int64)
+    rcol_np = np.empty(nnz_new, dtype=np.int64)
+    rval_np = np.empty(nnz_new, dtype=np.float64)
+    cdef long long[::1] rowptr = rowptr_np, rcol = rcol_np
+    cdef double[::1] rval = rval_np
+    with nogil:
+        for c in range(K):
+            for k in range(indptr[new[c]], indptr[new[c] + 1]):
+                rowptr[indices[k] + 1] += 1
+        for i in range(n):
+            rowptr[i + 1] += rowptr[i]
+        for c in range(K):
+            for k in range(indptr[new[c]], indptr[new[c] + 1]):
+                i = indices[k]
+                e = rowptr[i]
+                rcol[e] = c
+                rval[e] = data[k]
+                rowptr[i] = e + 1
+        for i in range(n - 1, -1, -1):  # undo the shift of the fill
+            rowptr[i + 1] = rowptr[i]
+        rowptr[0] = 0
+        for r in range(m):
+            for c in range(K):
+                out[r, c] = 0.0
+            for k in range(indptr[cols[r]], indptr[cols[r] + 1]):
+                i = indices[k]
+                a = data[k]
+                for e in range(rowptr[i], rowptr[i + 1]):
+                    out[r, rcol[e]] += a * rval[e]
+    return out

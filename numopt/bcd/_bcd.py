@@ -185,9 +185,10 @@ def minimize_bcd(problem, x0=None, *, callback=None, selection="auto", partition
     else:
         st = GLMState(problem, x.ravel())
     if fixed_forest:
-        x, converged, extra = _fixed_forest(problem, st, mon, partition=partition, relax=relax, tol=tol,
-                                            maxiter=maxiter, check_every=check_every, f_target=f_target,
-                                            target_tol=target_tol)
+        with single_thread_blas():  # the few dot products here are O(p); threaded BLAS only spins
+            x, converged, extra = _fixed_forest(problem, st, mon, partition=partition, relax=relax, tol=tol,
+                                                maxiter=maxiter, check_every=check_every, f_target=f_target,
+                                                target_tol=target_tol)
         fun = extra.pop("fun")
         return mon.result(x, converged=converged, fun=fun, **extra)
     tau = min(st.size, block_size if block_size is not None else (st.size if update == "tree-newton" else 50))
@@ -328,34 +329,75 @@ def _classic(pb, st, mon, *, selection, partition, tau, update, prox, tol, maxit
 # --------------------------------------------------------------------------------------------------
 # fixed forest partitions: factor each forest block once, cycle (relaxed) exact block solves in Cython
 # --------------------------------------------------------------------------------------------------
+class ForestCycle:
+    """A fixed forest partition of a sparse SPD ``Q``, factored once, in the *sweep numbering*.
+
+    Each block's elimination comes from ``forest_factor``; the variables are then renumbered block after
+    block in each block's depth-first preorder, so that a sweep (``forest_sweep``) and the stop test's
+    gradient (``forest_grad``) read every array in order. ``perm[k]`` is the original index of sweep
+    position ``k``.
+    """
+
+    def __init__(self, Q, blocks):
+        P = Q.shape[0]
+        if P >= np.iinfo(np.int32).max or Q.nnz >= np.iinfo(np.int32).max:
+            raise ValueError("forest sweeps support fewer than 2**31 variables and nonzeros")
+        pos = np.full(P, -1, dtype=np.int64)
+        facs = []
+        for b in blocks:
+            status, *fac = cy.forest_factor(Q.indptr, Q.indices, Q.data, np.asarray(b, dtype=np.int64), pos)
+            if status != 0:
+                raise ValueError("Q is not positive definite: a non-positive pivot occurred in a forest solve")
+            facs.append(fac)
+        self.perm = np.concatenate([f[0] for f in facs]) if facs else np.zeros(0, dtype=np.int64)
+        inv = np.empty(P, dtype=np.int64)
+        inv[self.perm] = np.arange(P)
+        self.blocks = []
+        off = 0
+        for order, par, wpar, _lw, ipiv, ptr, idx, val, diag in facs:
+            self.blocks.append((par.astype(np.int32), wpar, ipiv, diag, ptr.astype(np.int32),
+                                inv[idx].astype(np.int32), val, off))
+            off += order.size
+        self.work = np.empty(max((f[0].size for f in facs), default=0))
+
+    def sweep(self, k, c, x, omega):
+        """Relaxed exact update of block ``k`` (permuted ``c``, ``x``); returns the squared step norm."""
+        par, wpar, ipiv, _diag, ptr, idx, val, off = self.blocks[k]
+        return cy.forest_sweep(par, wpar, ipiv, ptr, idx, val, c, x, off, self.work, omega)
+
+    def gradient(self, c, x, g):
+        """``g = Q x - c`` in the sweep numbering."""
+        for par, wpar, _ipiv, diag, ptr, idx, val, off in self.blocks:
+            cy.forest_grad(par, wpar, diag, ptr, idx, val, c, x, off, g)
+        return g
+
+
 def _fixed_forest(pb, st, mon, *, partition, relax, tol, maxiter, check_every, f_target, target_tol):
     """Cyclic tree-Newton BCD over a fixed forest partition (brief section 2.3), optionally over-relaxed.
 
     Each block ``Q_bb`` is a forest, so its elimination (pivots, order, couplings to the other blocks) is
-    computed once; an update is then one O(|b| + couplings) pass in Cython with no Python per node. With
-    ``relax="auto"`` the step ``omega`` follows Young's SOR theory for the block Jacobi spectral radius
-    ``mu``: the sweep changes ``delta_k = |x^k - x^(k-1)|`` contract at ``lam`` with
+    computed once (:class:`ForestCycle`); an update is then one streaming O(|b| + couplings) pass in Cython
+    with no Python per node. With ``relax="auto"`` the step ``omega`` follows Young's SOR theory for the block
+    Jacobi spectral radius ``mu``: the sweep changes ``delta_k = |x^k - x^(k-1)|`` contract at ``lam`` with
     ``(lam + omega - 1)^2 = lam omega^2 mu^2`` while ``omega`` is below the optimum, which gives ``mu`` and the
     optimal ``omega = 2 / (1 + sqrt(1 - mu^2))`` (exact for two blocks: every 2-block partition is
     consistently ordered). ``omega`` is only raised, and only while ``lam > (omega - 1)^0.75`` (Hageman & Young's
-    test that the optimum has not been reached).
+    test that the optimum has not been reached); each estimate of ``1 - mu^2`` is shrunk by 30% (see below).
     """
-    Q, c = st.Q, pb.c
-    blocks = _make_partition(st, partition, None)
-    pos = np.full(st.size, -1, dtype=np.int64)
-    facs = []
-    for b in blocks:
-        status, *fac = cy.forest_factor(Q.indptr, Q.indices, Q.data, np.asarray(b, dtype=np.int64), pos)
-        if status != 0:
-            raise ValueError("Q is not positive definite: a non-positive pivot occurred in a forest solve")
-        facs.append(fac)
-    nb = len(blocks)
-    work = np.empty(max(b.size for b in blocks))
-    x = st.x
+    fc = ForestCycle(st.Q, _make_partition(st, partition, None))
+    perm = fc.perm
+    c = pb.c[perm]
+    x = st.x[perm]
+    g = st.g[perm]
+    nb = len(fc.blocks)
+
+    def value():
+        return 0.5 * float(x @ (g - c))
+
     omega = 1.0 if relax == "auto" else relax
     adapt = relax == "auto"
-    F = st.value()
-    rho = float(np.abs(st.g).max()) if st.size else 0.0
+    F = value()
+    rho = float(np.abs(g).max()) if g.size else 0.0
     rho0 = max(1.0, rho)
     mon.history.update(fun=[F], kkt=[rho], time=[0.0], omega=[omega])
     converged = rho <= tol * rho0
@@ -367,8 +409,9 @@ def _fixed_forest(pb, st, mon, *, partition, relax, tol, maxiter, check_every, f
     since_change = 0
     k = 0  # position in the cycle of blocks
     dd = 0.0
+    xout = st.x
     while not converged and it < maxiter:
-        dd += cy.forest_sweep(*facs[k], c, x, work, omega)
+        dd += fc.sweep(k, c, x, omega)
         fresh = False
         it += 1
         since_check += 1
@@ -380,9 +423,12 @@ def _fixed_forest(pb, st, mon, *, partition, relax, tol, maxiter, check_every, f
             since_change += 1
             if prev:
                 lam = delta / prev
-                if (adapt and since_change >= 3 and lam_prev is not None and lam < 1.0
+                if (adapt and since_change >= 2 and lam_prev is not None and lam < 1.0
                         and abs(lam - lam_prev) < 0.1 * (1.0 - lam) and lam > (omega - 1.0) ** 0.75):
                     mu2 = ((lam + omega - 1.0) / (omega * np.sqrt(lam))) ** 2
+                    # the observed ratio approaches the dominant one from below, so mu^2 is underestimated; and
+                    # overshooting omega* costs less (rate omega - 1) than undershooting: lean upwards
+                    mu2 = min(mu2 + 0.3 * (1.0 - mu2), 0.9999)
                     if mu2 < 1.0:
                         new = 2.0 / (1.0 + np.sqrt(1.0 - mu2))
                         if new > omega:
@@ -390,12 +436,13 @@ def _fixed_forest(pb, st, mon, *, partition, relax, tol, maxiter, check_every, f
                 lam_prev = lam
             prev = delta
         if since_check >= next_check or it == maxiter:
-            st.refresh()
+            fc.gradient(c, x, g)
             fresh = True
-            F = st.value()
-            rho = float(np.abs(st.g).max())
+            F = value()
+            rho = float(np.abs(g).max())
             n, since_check = since_check, 0
-            if mon.step(x, n=n, fun=F, kkt=rho, omega=omega):
+            xout[perm] = x
+            if mon.step(xout, n=n, fun=F, kkt=rho, omega=omega):
                 break
             converged = rho <= tol * rho0 or (f_target is not None and F - f_target <= target_tol)
             if check_every is None:
@@ -405,9 +452,11 @@ def _fixed_forest(pb, st, mon, *, partition, relax, tol, maxiter, check_every, f
                     sweeps = int(np.clip(np.ceil(np.log(tol * rho0 / rho) / np.log(lam)), 1, 10))
                 next_check = sweeps * nb
     if not fresh:
-        st.refresh()
-    return x.copy(), converged, dict(fun=st.value(), kkt=float(np.abs(st.g).max()) if st.size else 0.0,
-                                     omega=omega, n_blocks=nb)
+        fc.gradient(c, x, g)
+    xout[perm] = x
+    st.g[perm] = g
+    return xout.copy(), converged, dict(fun=value(), kkt=float(np.abs(g).max()) if g.size else 0.0,
+                                        omega=omega, n_blocks=nb)
 
 
 def _scores(st, selection, prox, L, D, dvec, qvec):

@@ -6,7 +6,7 @@ from scipy.sparse.csgraph import connected_components
 
 from numopt._cy import _bcd as cy
 from numopt.bcd import _kernels as K
-from numopt.bcd._bcd import forest_partition, red_black_partition
+from numopt.bcd._bcd import ForestCycle, forest_partition, red_black_partition
 
 EMPTY8 = np.zeros(0, dtype=np.int8)
 EMPTY64 = np.zeros(0, dtype=np.int64)
@@ -192,26 +192,34 @@ def test_tree_solve_equals_dense_solve(seed):
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_forest_sweep_equals_dense_block_update(seed, dtype):
-    # reference: x_b <- x_b + omega (solve(Q_bb, c_b - Q_{b,~b} x_~b) - x_b), dense NumPy
+    # reference: x_b <- x_b + omega (solve(Q_bb, c_b - Q_{b,~b} x_~b) - x_b), dense NumPy, original numbering
     Q = _random_graph(120, 0.03, seed).astype(dtype)
     rng = np.random.default_rng(seed)
     order = rng.permutation(120).astype(np.int64)
     c = rng.standard_normal(120)
     x = rng.standard_normal(120)
     Qd = Q.toarray().astype(np.float64)
+    blocks = forest_partition(Q, order)
     pos = np.full(120, -1, dtype=np.int64)
-    for b in forest_partition(Q, order):
-        status, *fac = cy.forest_factor(Q.indptr, Q.indices, Q.data, b.astype(np.int64), pos)
-        assert status == 0 and np.all(pos == -1)
-        assert sorted(fac[0]) == sorted(b)
+    for b in blocks:
+        status, order_b, *_ = cy.forest_factor(Q.indptr, Q.indices, Q.data, b.astype(np.int64), pos)
+        assert status == 0 and np.all(pos == -1) and sorted(order_b) == sorted(b)
+    fc = ForestCycle(Q, blocks)
+    perm = fc.perm
+    assert sorted(perm) == list(range(120))
+    cp, xp = c[perm], x[perm]
+    # gradient kernel against Q x - c
+    np.testing.assert_allclose(fc.gradient(cp, xp, np.empty(120)), (Qd @ x - c)[perm], rtol=1e-12, atol=1e-12)
+    for k, b in enumerate(blocks):
         omega = rng.uniform(0.2, 1.9)
         nb = np.setdiff1d(np.arange(120), b)
         star = np.linalg.solve(Qd[np.ix_(b, b)], c[b] - Qd[np.ix_(b, nb)] @ x[nb])
         ref = x.copy()
         ref[b] += omega * (star - x[b])
-        work = np.empty(b.size)
         x_old = x.copy()
-        dd = cy.forest_sweep(*fac, c, x, work, omega)
+        dd = fc.sweep(k, cp, xp, omega)
+        x = np.empty(120)
+        x[perm] = xp
         np.testing.assert_allclose(x, ref, rtol=1e-12, atol=1e-12 * np.abs(ref).max())
         assert dd == pytest.approx(float(((x - x_old) ** 2).sum()), rel=1e-10)
 
