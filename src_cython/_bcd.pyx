@@ -288,7 +288,9 @@ def forest_factor(const index_t[::1] indptr, const index_t[::1] indices, const f
                 ordb[tail] = j
                 tail += 1
                 v = block[j]
-                for k in range(indptr[v], indptr[v + 1]):
+                # push the neighbours in decreasing index order, so that the smallest is visited next: paths then
+                # run along consecutive indices where the numbering allows (stride-1 memory access)
+                for k in range(indptr[v + 1] - 1, indptr[v] - 1, -1):
                     w = indices[k]
                     if w == v or pos[w] < 0 or seen[pos[w]]:
                         continue
