@@ -241,18 +241,20 @@ def forest_factor(const index_t[::1] indptr, const index_t[::1] indices, const f
                   const long long[::1] block, long long[::1] pos):
     """Factor ``Q_bb`` once for a *fixed* forest block: the tree solve's elimination, with everything a sweep needs.
 
-    Returns ``(status, order, par, wpar, lw, ipiv, ext_ptr, ext_idx, ext_val, diag)``: ``order`` lists the block nodes
-    in depth-first preorder (parents first, so the reverse is a leaf-to-root elimination order and runs along
-    paths, which keeps memory access local); ``par[t]`` is the position of the parent of ``order[t]`` (-1 for a
-    root), ``wpar[t] = Q[order[t], parent]``, ``ipiv[t] = 1 / pivot`` after elimination, ``lw[t] = wpar[t] /
-    pivot[t]``; ``ext_ptr/ext_idx/ext_val`` hold, per position, the couplings ``Q_ij`` to nodes ``j`` outside the
-    block. ``status`` is ``-(t+1)`` when a pivot is not positive (``Q_bb`` not positive definite), else 0.
-    ``pos`` must be -1 everywhere on entry (restored on exit).
+    Returns ``(status, order, par, wpar, lw, ipiv, ext_ptr, ext_idx, ext_val, diag)``: ``order`` lists the block
+    nodes in depth-first preorder (parents first, so the reverse is a leaf-to-root elimination order and runs
+    along paths, which keeps memory access local); ``par[t]`` is the position of the parent of ``order[t]`` (-1
+    for a root), ``wpar[t] = Q[order[t], parent]``, ``ipiv[t] = 1 / pivot`` after elimination, ``lw[t] = wpar[t] /
+    pivot[t]``, ``diag[t] = Q[order[t], order[t]]``; ``ext_ptr/ext_idx/ext_val`` hold, per position, the
+    couplings ``Q_ij`` to nodes ``j`` outside the block. ``status`` is ``-(t+1)`` when a pivot is not positive
+    (``Q_bb`` not positive definite), else 0. ``pos`` must be -1 everywhere on entry (restored on exit).
+    Everything is gathered in the single depth-first pass (one visit of each row of the block).
     """
-    cdef Py_ssize_t m = block.shape[0], t, i, j, top, tail = 0, status = 0, ne = 0
+    cdef Py_ssize_t m = block.shape[0], t, i, j, top, tail = 0, status = 0, ne = 0, cap = 0
     cdef long long v, w
-    cdef index_t k
-    ordb_np = np.empty(m, dtype=np.int64)
+    cdef index_t k, lo, hi
+    for i in range(m):
+        cap += indptr[block[i] + 1] - indptr[block[i]]
     epos_np = np.empty(m, dtype=np.int64)
     parb_np = np.empty(m, dtype=np.int64)
     wparb_np = np.zeros(m, dtype=np.float64)
@@ -263,16 +265,19 @@ def forest_factor(const index_t[::1] indptr, const index_t[::1] indices, const f
     wpar_np = np.zeros(m, dtype=np.float64)
     piv_np = np.zeros(m, dtype=np.float64)
     lw_np = np.zeros(m, dtype=np.float64)
-    ptr_np = np.zeros(m + 1, dtype=np.int64)
-    cdef long long[::1] ordb = ordb_np, epos = epos_np, parb = parb_np, stack = stack_np
-    cdef long long[::1] order = order_np, par = par_np, ptr = ptr_np
     diag_np = np.zeros(m, dtype=np.float64)
-    cdef double[::1] wparb = wparb_np, wpar = wpar_np, piv = piv_np, lw = lw_np, diag = diag_np
+    ptr_np = np.zeros(m + 1, dtype=np.int64)
+    idx_np = np.empty(cap, dtype=np.int64)
+    val_np = np.empty(cap, dtype=np.float64)
+    cdef long long[::1] epos = epos_np, parb = parb_np, stack = stack_np
+    cdef long long[::1] order = order_np, par = par_np, ptr = ptr_np, eidx = idx_np
+    cdef double[::1] wparb = wparb_np, wpar = wpar_np, piv = piv_np, lw = lw_np, diag = diag_np, evals = val_np
     cdef signed char[::1] seen = seen_np
     with nogil:
         for i in range(m):
             pos[block[i]] = i
-        # depth-first preorder of every tree (a node is pushed once: the block is a forest)
+        # depth-first preorder of every tree (a node is pushed once: the block is a forest); at its visit a node
+        # gets its position, parent link, diagonal and couplings to the outside
         for i in range(m):
             if seen[i]:
                 continue
@@ -284,36 +289,45 @@ def forest_factor(const index_t[::1] indptr, const index_t[::1] indices, const f
             while top > 0:
                 top -= 1
                 j = stack[top]
-                epos[j] = tail
-                ordb[tail] = j
-                tail += 1
                 v = block[j]
-                # push the neighbours in decreasing index order, so that the smallest is visited next: paths then
-                # run along consecutive indices where the numbering allows (stride-1 memory access)
-                for k in range(indptr[v + 1] - 1, indptr[v] - 1, -1):
+                t = tail
+                tail += 1
+                epos[j] = t
+                order[t] = v
+                par[t] = epos[parb[j]] if parb[j] >= 0 else -1
+                wpar[t] = wparb[j]
+                # push the neighbours from the farthest index to the nearest (rows are sorted: from both ends
+                # inwards), so that the nearest is visited next: paths then run along consecutive indices where
+                # the numbering allows (stride-1 memory access in the factor and in the sweeps)
+                lo = indptr[v]
+                hi = indptr[v + 1] - 1
+                while lo <= hi:
+                    if v - indices[lo] >= indices[hi] - v:
+                        k = lo
+                        lo += 1
+                    else:
+                        k = hi
+                        hi -= 1
                     w = indices[k]
-                    if w == v or pos[w] < 0 or seen[pos[w]]:
+                    if w == v:
+                        diag[t] = data[k]
+                        continue
+                    if pos[w] < 0:
+                        eidx[ne] = w
+                        evals[ne] = data[k]
+                        ne += 1
+                        continue
+                    if seen[pos[w]]:
                         continue
                     seen[pos[w]] = 1
                     parb[pos[w]] = j
                     wparb[pos[w]] = data[k]
                     stack[top] = pos[w]
                     top += 1
-        for t in range(m):
-            j = ordb[t]
-            v = block[j]
-            order[t] = v
-            par[t] = epos[parb[j]] if parb[j] >= 0 else -1
-            wpar[t] = wparb[j]
-            for k in range(indptr[v], indptr[v + 1]):
-                w = indices[k]
-                if w == v:
-                    piv[t] = data[k]
-                    diag[t] = data[k]
-                elif pos[w] < 0:
-                    ne += 1
-            ptr[t + 1] = ne
+                ptr[t + 1] = ne
         # leaves -> roots: the pivots of the elimination (fixed for a fixed block)
+        for t in range(m):
+            piv[t] = diag[t]
         for t in range(m - 1, -1, -1):
             if piv[t] <= 0.0:
                 status = -(t + 1)
@@ -321,24 +335,10 @@ def forest_factor(const index_t[::1] indptr, const index_t[::1] indices, const f
             lw[t] = wpar[t] / piv[t]
             if par[t] >= 0:
                 piv[par[t]] -= wpar[t] * lw[t]
-    idx_np = np.empty(ne, dtype=np.int64)
-    val_np = np.empty(ne, dtype=np.float64)
-    cdef long long[::1] eidx = idx_np
-    cdef double[::1] evals = val_np
-    with nogil:
-        ne = 0
-        for t in range(m):
-            v = order[t]
-            for k in range(indptr[v], indptr[v + 1]):
-                w = indices[k]
-                if w != v and pos[w] < 0:
-                    eidx[ne] = w
-                    evals[ne] = data[k]
-                    ne += 1
         for i in range(m):
             pos[block[i]] = -1
     ipiv_np = np.where(piv_np > 0, 1.0 / np.where(piv_np > 0, piv_np, 1.0), 0.0)
-    return status, order_np, par_np, wpar_np, lw_np, ipiv_np, ptr_np, idx_np, val_np, diag_np
+    return status, order_np, par_np, wpar_np, lw_np, ipiv_np, ptr_np, idx_np[:ne], val_np[:ne], diag_np
 
 
 def forest_sweep(const int[::1] par, const double[::1] wpar, const double[::1] ipiv, const int[::1] ext_ptr,
