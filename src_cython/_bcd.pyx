@@ -343,7 +343,7 @@ def forest_factor(const index_t[::1] indptr, const index_t[::1] indices, const f
 
 def forest_sweep(const int[::1] par, const double[::1] wpar, const double[::1] ipiv, const int[::1] ext_ptr,
                  const int[::1] ext_idx, const double[::1] ext_val, const double[::1] c, double[::1] x,
-                 Py_ssize_t off, double[::1] r, double omega):
+                 Py_ssize_t off, double[::1] r, double omega, double ext_const=0.0):
     """One (relaxed) exact block update on a fixed forest block, in the *sweep numbering*.
 
     The variables are renumbered so that the block's nodes are ``off .. off+m-1`` in the depth-first preorder
@@ -351,19 +351,27 @@ def forest_sweep(const int[::1] par, const double[::1] wpar, const double[::1] i
     array is then read in order, which keeps a sweep over 10^6 nodes streaming. Computes
     ``x_b <- x_b + omega (x_b* - x_b)``, ``x_b*`` solving ``Q_bb x_b* = c_b - Q_{b,~b} x_~b`` (``omega = 1``:
     plain tree-Newton BCD) in O(|b| + couplings), ``r`` a work array of length >= m. Returns
-    ``sum (x_new - x_old)^2`` over b.
+    ``sum (x_new - x_old)^2`` over b. When ``ext_val`` is empty every outside coupling equals ``ext_const``
+    (graphs with one edge weight): a sweep then reads a fifth less memory.
     """
     cdef Py_ssize_t m = par.shape[0], t
     cdef int p, e
-    cdef double acc, xn, d, dd = 0.0
+    cdef double acc, xn, d, dd = 0.0, s
+    cdef bint uniform = ext_val.shape[0] == 0
     with nogil:
         for t in range(m):
             r[t] = 0.0
         # leaves -> roots: right-hand side and forward elimination in one pass
         for t in range(m - 1, -1, -1):
             acc = r[t] + c[off + t]
-            for e in range(ext_ptr[t], ext_ptr[t + 1]):
-                acc = acc - ext_val[e] * x[ext_idx[e]]
+            if uniform:
+                s = 0.0
+                for e in range(ext_ptr[t], ext_ptr[t + 1]):
+                    s = s + x[ext_idx[e]]
+                acc = acc - ext_const * s
+            else:
+                for e in range(ext_ptr[t], ext_ptr[t + 1]):
+                    acc = acc - ext_val[e] * x[ext_idx[e]]
             r[t] = acc
             p = par[t]
             if p >= 0:

@@ -330,6 +330,9 @@ def _classic(pb, st, mon, *, selection, partition, tau, update, prox, tol, maxit
 # --------------------------------------------------------------------------------------------------
 # fixed forest partitions: factor each forest block once, cycle (relaxed) exact block solves in Cython
 # --------------------------------------------------------------------------------------------------
+_EMPTY_F64 = np.zeros(0)
+
+
 class ForestCycle:
     """A fixed forest partition of a sparse SPD ``Q``, factored once, in the *sweep numbering*.
 
@@ -356,19 +359,23 @@ class ForestCycle:
         self.blocks = []
         off = 0
         for order, par, wpar, _lw, ipiv, ptr, idx, val, diag in facs:
+            # one weight on every outside coupling (unweighted graphs): the sweep reads a scalar instead
+            const = float(val[0]) if val.size and np.all(val == val[0]) else None
             self.blocks.append((par.astype(np.int32), wpar, ipiv, diag, ptr.astype(np.int32),
-                                inv[idx].astype(np.int32), val, off))
+                                inv[idx].astype(np.int32), val, off, const))
             off += order.size
         self.work = np.empty(max((f[0].size for f in facs), default=0))
 
     def sweep(self, k, c, x, omega):
         """Relaxed exact update of block ``k`` (permuted ``c``, ``x``); returns the squared step norm."""
-        par, wpar, ipiv, _diag, ptr, idx, val, off = self.blocks[k]
+        par, wpar, ipiv, _diag, ptr, idx, val, off, const = self.blocks[k]
+        if const is not None:
+            return cy.forest_sweep(par, wpar, ipiv, ptr, idx, _EMPTY_F64, c, x, off, self.work, omega, const)
         return cy.forest_sweep(par, wpar, ipiv, ptr, idx, val, c, x, off, self.work, omega)
 
     def gradient(self, c, x, g):
         """``g = Q x - c`` in the sweep numbering."""
-        for par, wpar, _ipiv, diag, ptr, idx, val, off in self.blocks:
+        for par, wpar, _ipiv, diag, ptr, idx, val, off, _const in self.blocks:
             cy.forest_grad(par, wpar, diag, ptr, idx, val, c, x, off, g)
         return g
 

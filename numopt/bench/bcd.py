@@ -173,16 +173,24 @@ def _labelprop_rows(side, repeat):
             it[0] += 1
         return cg(Q, c, rtol=tol, maxiter=100_000, callback=cb)[0], it[0]
 
-    rows = {}
-    for name, f, tols in (("bcd tree-newton, relax auto", bcd("auto"), [1e-8, 1e-9, 1e-10, 1e-11]),
-                          ("scipy cg", scipy_cg, [1e-8, 1e-9, 1e-10, 1e-11, 1e-12]),
-                          ("bcd tree-newton, relax 1", bcd(1.0), [1e-8, 1e-9, 1e-10, 1e-11])):
+    solvers = {"bcd tree-newton, relax auto": (bcd("auto"), [1e-8, 1e-9, 1e-10, 1e-11]),
+               "scipy cg": (scipy_cg, [1e-8, 1e-9, 1e-10, 1e-11, 1e-12]),
+               "bcd tree-newton, relax 1": (bcd(1.0), [1e-8, 1e-9, 1e-10, 1e-11])}
+    picked = {}
+    for name, (f, tols) in solvers.items():  # loosest tolerance reaching the error (first run: the warm-up)
         for tol in tols:
-            t, (x, nit) = _time(lambda: f(tol), repeat)
+            t, (x, nit) = _time(lambda: f(tol), 1)
             if err(x) <= 1e-8:
                 break
-        rows[name] = (t, err(x), tol, nit)
-    return rows
+        picked[name] = [t, err(x), tol, nit]
+    # then round-robin timing (the relax-1 baseline is slow: timed once), best kept: same background load
+    for _ in range(repeat - 1):
+        for name, (f, _tols) in solvers.items():
+            if name.endswith("relax 1"):
+                continue
+            t, _ = _time(lambda: f(picked[name][2]), 1)
+            picked[name][0] = min(picked[name][0], t)
+    return {k: tuple(v) for k, v in picked.items()}
 
 
 def _cold_start():

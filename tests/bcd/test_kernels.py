@@ -191,9 +191,19 @@ def test_tree_solve_equals_dense_solve(seed):
 
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_forest_sweep_equals_dense_block_update(seed, dtype):
-    # reference: x_b <- x_b + omega (solve(Q_bb, c_b - Q_{b,~b} x_~b) - x_b), dense NumPy, original numbering
-    Q = _random_graph(120, 0.03, seed).astype(dtype)
+@pytest.mark.parametrize("unit", [False, True])
+def test_forest_sweep_equals_dense_block_update(seed, dtype, unit):
+    # reference: x_b <- x_b + omega (solve(Q_bb, c_b - Q_{b,~b} x_~b) - x_b), dense NumPy, original numbering;
+    # unit=True: one weight on every edge (the sweep's scalar-coupling path)
+    Q = _random_graph(120, 0.03, seed)
+    if unit:
+        W = Q.copy()
+        W.setdiag(0)
+        W.eliminate_zeros()
+        W.data[:] = -0.7
+        Q = (W + sp.diags(np.asarray(abs(W).sum(axis=1)).ravel() + 1.0)).tocsr()
+        Q.sort_indices()
+    Q = Q.astype(dtype)
     rng = np.random.default_rng(seed)
     order = rng.permutation(120).astype(np.int64)
     c = rng.standard_normal(120)
@@ -205,6 +215,7 @@ def test_forest_sweep_equals_dense_block_update(seed, dtype):
         status, order_b, *_ = cy.forest_factor(Q.indptr, Q.indices, Q.data, b.astype(np.int64), pos)
         assert status == 0 and np.all(pos == -1) and sorted(order_b) == sorted(b)
     fc = ForestCycle(Q, blocks)
+    assert all((blk[-1] is not None) == unit for blk in fc.blocks if blk[5].size)
     perm = fc.perm
     assert sorted(perm) == list(range(120))
     cp, xp = c[perm], x[perm]
