@@ -237,22 +237,53 @@ def cols_dense(const index_t[::1] indptr, const index_t[::1] indices, const floa
     return out
 
 
+cdef inline void _heap_push(long long[::1] h, Py_ssize_t n, long long key) noexcept nogil:
+    # min-heap h[0..n-1] -> h[0..n]
+    cdef Py_ssize_t i = n, par
+    while i > 0:
+        par = (i - 1) >> 1
+        if h[par] <= key:
+            break
+        h[i] = h[par]
+        i = par
+    h[i] = key
+
+
+cdef inline void _heap_pop(long long[::1] h, Py_ssize_t n) noexcept nogil:
+    # remove h[0] from the min-heap h[0..n] (n = size after removal): sift the last element down
+    cdef long long key = h[n]
+    cdef Py_ssize_t i = 0, ch
+    if n == 0:
+        return
+    while True:
+        ch = 2 * i + 1
+        if ch >= n:
+            break
+        if ch + 1 < n and h[ch + 1] < h[ch]:
+            ch += 1
+        if h[ch] >= key:
+            break
+        h[i] = h[ch]
+        i = ch
+    h[i] = key
+
+
 def forest_factor(const index_t[::1] indptr, const index_t[::1] indices, const floating[::1] data,
                   const long long[::1] block, long long[::1] pos):
     """Factor ``Q_bb`` once for a *fixed* forest block: the tree solve's elimination, with everything a sweep needs.
 
     Returns ``(status, order, par, wpar, lw, ipiv, ext_ptr, ext_idx, ext_val, diag)``: ``order`` lists the block
-    nodes in depth-first preorder (parents first, so the reverse is a leaf-to-root elimination order and runs
-    along paths, which keeps memory access local); ``par[t]`` is the position of the parent of ``order[t]`` (-1
+    nodes tree by tree, parents first (so the reverse is a leaf-to-root elimination order), each tree visited in
+    the block's order as far as that allows (smallest block index on the frontier next); ``par[t]`` is the position of the parent of ``order[t]`` (-1
     for a root), ``wpar[t] = Q[order[t], parent]``, ``ipiv[t] = 1 / pivot`` after elimination, ``lw[t] = wpar[t] /
     pivot[t]``, ``diag[t] = Q[order[t], order[t]]``; ``ext_ptr/ext_idx/ext_val`` hold, per position, the
     couplings ``Q_ij`` to nodes ``j`` outside the block. ``status`` is ``-(t+1)`` when a pivot is not positive
     (``Q_bb`` not positive definite), else 0. ``pos`` must be -1 everywhere on entry (restored on exit).
-    Everything is gathered in the single depth-first pass (one visit of each row of the block).
+    Everything is gathered in the single traversal (one visit of each row of the block).
     """
     cdef Py_ssize_t m = block.shape[0], t, i, j, top, tail = 0, status = 0, ne = 0, cap = 0
     cdef long long v, w
-    cdef index_t k, lo, hi
+    cdef index_t k
     for i in range(m):
         cap += indptr[block[i] + 1] - indptr[block[i]]
     epos_np = np.empty(m, dtype=np.int64)
@@ -276,19 +307,22 @@ def forest_factor(const index_t[::1] indptr, const index_t[::1] indices, const f
     with nogil:
         for i in range(m):
             pos[block[i]] = i
-        # depth-first preorder of every tree (a node is pushed once: the block is a forest); at its visit a node
-        # gets its position, parent link, diagonal and couplings to the outside
+        # every tree is visited from its first node, always continuing with the smallest block index on the
+        # frontier (a binary min-heap): parents come before children, and the visit order stays close to the
+        # block order (the natural numbering), so that the sweeps read memory nearly in order. A node is pushed
+        # once (the block is a forest); at its visit it gets its position, parent link, diagonal and couplings
+        # to the outside.
         for i in range(m):
             if seen[i]:
                 continue
             seen[i] = 1
             parb[i] = -1
-            top = 0
-            stack[top] = i
+            stack[0] = i
             top = 1
             while top > 0:
+                j = stack[0]
                 top -= 1
-                j = stack[top]
+                _heap_pop(stack, top)
                 v = block[j]
                 t = tail
                 tail += 1
@@ -296,18 +330,7 @@ def forest_factor(const index_t[::1] indptr, const index_t[::1] indices, const f
                 order[t] = v
                 par[t] = epos[parb[j]] if parb[j] >= 0 else -1
                 wpar[t] = wparb[j]
-                # push the neighbours from the farthest index to the nearest (rows are sorted: from both ends
-                # inwards), so that the nearest is visited next: paths then run along consecutive indices where
-                # the numbering allows (stride-1 memory access in the factor and in the sweeps)
-                lo = indptr[v]
-                hi = indptr[v + 1] - 1
-                while lo <= hi:
-                    if v - indices[lo] >= indices[hi] - v:
-                        k = lo
-                        lo += 1
-                    else:
-                        k = hi
-                        hi -= 1
+                for k in range(indptr[v], indptr[v + 1]):
                     w = indices[k]
                     if w == v:
                         diag[t] = data[k]
@@ -322,7 +345,7 @@ def forest_factor(const index_t[::1] indptr, const index_t[::1] indices, const f
                     seen[pos[w]] = 1
                     parb[pos[w]] = j
                     wparb[pos[w]] = data[k]
-                    stack[top] = pos[w]
+                    _heap_push(stack, top, pos[w])
                     top += 1
                 ptr[t + 1] = ne
         # leaves -> roots: the pivots of the elimination (fixed for a fixed block)
@@ -346,7 +369,7 @@ def forest_sweep(const int[::1] par, const double[::1] wpar, const double[::1] i
                  Py_ssize_t off, double[::1] r, double omega, double ext_const=0.0):
     """One (relaxed) exact block update on a fixed forest block, in the *sweep numbering*.
 
-    The variables are renumbered so that the block's nodes are ``off .. off+m-1`` in the depth-first preorder
+    The variables are renumbered so that the block's nodes are ``off .. off+m-1`` in the parents-first order
     of :func:`forest_factor` (``par`` local positions, ``ext_idx`` renumbered, ``c`` and ``x`` permuted): every
     array is then read in order, which keeps a sweep over 10^6 nodes streaming. Computes
     ``x_b <- x_b + omega (x_b* - x_b)``, ``x_b*`` solving ``Q_bb x_b* = c_b - Q_{b,~b} x_~b`` (``omega = 1``:

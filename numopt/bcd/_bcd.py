@@ -337,7 +337,7 @@ class ForestCycle:
     """A fixed forest partition of a sparse SPD ``Q``, factored once, in the *sweep numbering*.
 
     Each block's elimination comes from ``forest_factor``; the variables are then renumbered block after
-    block in each block's depth-first preorder, so that a sweep (``forest_sweep``) and the stop test's
+    block in each block's parents-first, near-natural order, so that a sweep (``forest_sweep``) and the stop test's
     gradient (``forest_grad``) read every array in order. ``perm[k]`` is the original index of sweep
     position ``k``.
     """
