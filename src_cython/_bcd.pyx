@@ -274,8 +274,8 @@ def forest_factor(const index_t[::1] indptr, const index_t[::1] indices, const f
 
     Returns ``(status, order, par, wpar, lw, ipiv, ext_ptr, ext_idx, ext_val, diag)``: ``order`` lists the block
     nodes tree by tree, parents first (so the reverse is a leaf-to-root elimination order), each tree visited in
-    the block's order as far as that allows (smallest block index on the frontier next); ``par[t]`` is the position of the parent of ``order[t]`` (-1
-    for a root), ``wpar[t] = Q[order[t], parent]``, ``ipiv[t] = 1 / pivot`` after elimination, ``lw[t] = wpar[t] /
+    the block's order as far as that allows (smallest block index on the frontier next); ``par[t]`` is the
+    position of the parent of ``order[t]`` (-1 for a root), ``wpar[t] = Q[order[t], parent]``, ``ipiv[t] = 1 / pivot`` after elimination, ``lw[t] = wpar[t] /
     pivot[t]``, ``diag[t] = Q[order[t], order[t]]``; ``ext_ptr/ext_idx/ext_val`` hold, per position, the
     couplings ``Q_ij`` to nodes ``j`` outside the block. ``status`` is ``-(t+1)`` when a pivot is not positive
     (``Q_bb`` not positive definite), else 0. ``pos`` must be -1 everywhere on entry (restored on exit).
