@@ -8,6 +8,10 @@
   neighbours already in the block lie in pairwise distinct trees (union-find with path compression).
 * ``tree_solve`` -- exact solve of ``Q_bb x_b = r_b`` on a forest block in O(|b|): Gaussian elimination in a
   perfect elimination order (leaves to root, then back), i.e. Gaussian belief propagation on a tree.
+* ``forest_factor`` / ``forest_sweep`` / ``forest_grad`` -- the same elimination done once for a *fixed* forest
+  block, then (over-relaxed) block updates and the gradient in a streaming sweep numbering.
+* ``col_sq_norms``, ``csc_rmatvec``, ``gram_cross`` -- CSC column kernels of the Lasso path: squared column
+  norms, ``A^T u``, and the Gram columns ``A_W^T A_new`` of a growing block (sparse on both sides).
 
 All kernels trust their inputs; ``numopt.bcd`` validates problems when they are built.
 """
@@ -205,36 +209,6 @@ def tree_solve(const index_t[::1] indptr, const index_t[::1] indices, const floa
         for t in range(m):
             pos[block[t]] = -1
     return status
-
-
-def cols_dot(const index_t[::1] indptr, const index_t[::1] indices, const floating[::1] data,
-             const long long[::1] cols, const double[:, ::1] V, double[:, ::1] out):
-    """``out[r, :] = A[:, cols[r]]^T V`` for a CSC ``A`` and a dense (n, K) ``V``: O(nnz of the columns * K)."""
-    cdef Py_ssize_t m = cols.shape[0], K = V.shape[1], r, c
-    cdef index_t k, i
-    cdef double a
-    with nogil:
-        for r in range(m):
-            for c in range(K):
-                out[r, c] = 0.0
-            for k in range(indptr[cols[r]], indptr[cols[r] + 1]):
-                i = indices[k]
-                a = data[k]
-                for c in range(K):
-                    out[r, c] += a * V[i, c]
-    return out
-
-
-def cols_dense(const index_t[::1] indptr, const index_t[::1] indices, const floating[::1] data,
-               const long long[::1] cols, double[:, ::1] out):
-    """``out[:, r] = A[:, cols[r]]`` (``out`` zero on entry) for a CSC ``A``: O(nnz of the columns)."""
-    cdef Py_ssize_t m = cols.shape[0], r
-    cdef index_t k
-    with nogil:
-        for r in range(m):
-            for k in range(indptr[cols[r]], indptr[cols[r] + 1]):
-                out[indices[k], r] = data[k]
-    return out
 
 
 cdef inline void _heap_push(long long[::1] h, Py_ssize_t n, long long key) noexcept nogil:
@@ -457,7 +431,11 @@ def col_sq_norms(const index_t[::1] indptr, const floating[::1] data, double[::1
 
 def csc_rmatvec(const index_t[::1] indptr, const index_t[::1] indices, const floating[::1] data,
                 const double[::1] u, double[::1] out):
-    """``out = A^T u`` for a CSC ``A`` (column dot products), without building the transpose."""
+    """``out = A^T u`` for a CSC ``A`` (column dot products), without building the transpose.
+
+    Unlike ``numopt._cy._sparse.csr_matvec`` on the same arrays: ``u`` and ``out`` stay float64 for float32
+    data, and it never spawns threads (one gradient per outer iteration of a solver that runs single-threaded).
+    """
     cdef Py_ssize_t p = indptr.shape[0] - 1, j
     cdef index_t k
     cdef double s

@@ -299,43 +299,6 @@ def test_prox_path_residual_mode_matches_sklearn(monkeypatch):
     np.testing.assert_allclose(res.x, sk.coef_, atol=1e-6)
 
 
-def test_cols_dot_vs_numpy():
-    A = sp.random(50, 30, density=0.2, random_state=10, format="csc")
-    V = np.random.default_rng(10).standard_normal((50, 4))
-    cols = np.array([0, 3, 3, 29], dtype=np.int64)
-    out = np.empty((4, 4))
-    cy.cols_dot(A.indptr, A.indices, A.data, cols, V, out)
-    np.testing.assert_allclose(out, A[:, cols].T @ V, atol=1e-14)
-
-
-def test_cols_dense_vs_numpy():
-    A = sp.random(20, 15, density=0.3, random_state=11, format="csc")
-    cols = np.array([1, 4, 14], dtype=np.int64)
-    out = cy.cols_dense(A.indptr, A.indices, A.data, cols, np.zeros((20, 3)))
-    np.testing.assert_array_equal(out, A[:, cols].toarray())
-
-
-@pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_csc_column_kernels_vs_numpy(dtype):
-    rng = np.random.default_rng(7)
-    A = sp.random(60, 90, density=0.08, random_state=7, format="csc", dtype=dtype)
-    A[:, 5] = 0.0  # an empty column
-    A.eliminate_zeros()
-    Ad = A.toarray().astype(np.float64)
-    sq = np.empty(90)
-    cy.col_sq_norms(A.indptr, A.data, sq)
-    np.testing.assert_allclose(sq, (Ad ** 2).sum(axis=0), rtol=1e-6 if dtype == np.float32 else 1e-13)
-    u = rng.standard_normal(60)
-    g = np.empty(90)
-    cy.csc_rmatvec(A.indptr, A.indices, A.data, u, g)
-    np.testing.assert_allclose(g, Ad.T @ u, rtol=1e-10, atol=1e-10)
-    cols = rng.choice(90, 30, replace=False).astype(np.int64)
-    new = np.array([5, 7, 11, 60], dtype=np.int64)
-    out = np.full((30, 4), np.nan)
-    cy.gram_cross(A.indptr, A.indices, A.data, cols, new, 60, out)
-    np.testing.assert_allclose(out, Ad[:, cols].T @ Ad[:, new], rtol=1e-10, atol=1e-10)
-
-
 def test_problem_rejects_nan_in_sparse_A():
     from numopt.problems import LeastSquares
     A = sp.random(10, 8, density=0.5, random_state=0, format="csc")
