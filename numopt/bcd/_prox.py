@@ -27,6 +27,7 @@ _EMPTY64 = np.zeros(0, dtype=np.int64)
 
 
 GRAM_MAX = 512  # largest sparse block solved with its Gram matrix (above: residual-form CD)
+RESIDUAL_TOL = 0.1  # inner tolerance (x KKT) of the residual-form block solves (0.3: ~30% more work, measured)
 SATURATED = 0.75  # a block solution with this share of nonzeros: grow the block again before a gradient pass
 
 
@@ -222,7 +223,10 @@ def _solve_prox(pb, x, mon, *, tol, maxiter, p0, inner, max_inner, f_target, tar
         gw = None if atb is not None and squared and gram.use_gram else g[ws]
         # while the block still grows a lot its subproblem changes next time: solve it loosely (skglm's 0.3);
         # once it is nearly stable, tightly (the free-set Newton steps make that cheap)
-        tol_in = 0.3 * kkt if (not squared or not gram.use_gram or n_new > 0.05 * ws.size) else 0.01 * kkt
+        if squared and not gram.use_gram:
+            tol_in = RESIDUAL_TOL * kkt
+        else:
+            tol_in = 0.3 * kkt if (not squared or n_new > 0.05 * ws.size) else 0.01 * kkt
         if squared and not gram.use_gram:
             r = fit.b - z
             w = xw.copy()
