@@ -397,6 +397,11 @@ def warmup():
     H4 = np.eye(8) + 0.5
     for nonneg in (True, False):
         cd_l1_gram(H4, np.arange(8.0), np.zeros(8), 0.1, nonneg, 0.0, 200, False)  # reaches Anderson
+    # the Lasso path passes views of a growing Gram buffer (non-contiguous): that specialization too
+    Hbig = np.eye(10) + 0.5
+    for greedy in (True, False):
+        for nonneg in (True, False):
+            cd_l1_gram(Hbig[:8, :8], np.arange(8.0), np.zeros(8), 0.1, nonneg, 0.0, 200, greedy)
     import scipy.sparse as sp
     S = sp.csc_matrix(H4)
     for nonneg in (True, False):

@@ -20,6 +20,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
+from .._cy import _bcd as cy
 from .._validation import as_float_array, as_matrix, check_bool, check_positive
 from ..problems import Problem
 
@@ -128,14 +129,21 @@ class _GLM(Problem):
     n_classes = 1
 
     def _set_matrix(self, A):
-        A = as_matrix(A, "A", sparse_format="csc" if sp.issparse(A) else None)
+        if sp.issparse(A):
+            # infinities are checked here; NaNs by the column norms below (one pass over the data, no copy)
+            A = as_matrix(A, "A", sparse_format="csc", allow_nan=True)
+            sq = np.empty(A.shape[1])
+            cy.col_sq_norms(A.indptr, A.data, sq)
+            if not np.isfinite(sq.sum()):
+                if np.isnan(sq).any():
+                    raise ValueError("A contains NaN")
+                raise ValueError("A has entries too large: a squared column norm overflows")
+        else:
+            A = as_matrix(A, "A")
+            sq = np.einsum("ij,ij->j", A, A)
         self.A = A
         self.sparse = sp.issparse(A)
         self._csr = None
-        if self.sparse:
-            sq = np.asarray(A.multiply(A).sum(axis=0)).ravel()
-        else:
-            sq = np.einsum("ij,ij->j", A, A)
         self.col_sq_norms = sq.astype(np.float64)
 
     def _set_penalty(self, l1, l2, nonneg):

@@ -14,6 +14,7 @@ The cold start (first call in a fresh process) is measured in a subprocess.
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import time
@@ -37,8 +38,9 @@ def dataset_a(n=1000, p=10_000, seed=0):
     return sp.csc_matrix(A), y
 
 
-def lattice(side, frac=0.04, seed=0, weight=1.0):
-    """side x side 4-neighbour lattice, ``frac`` of the nodes labelled with 10 * randn values."""
+def lattice(side, frac=0.04, seed=0, weight=1e5):
+    """The paper's dataset-D recipe scaled up: side x side 4-neighbour lattice with weights 1e5, ``frac`` (4%,
+    as D's 100 of 2500) of the nodes labelled with 10 * randn values; Q = (Deg - W)_UU, c = W_US y_S."""
     import numopt.problems as P
     e = np.ones(side)
     T = sp.diags([e[:-1], e[:-1]], [-1, 1], shape=(side, side))
@@ -142,34 +144,55 @@ def _logistic_rows(repeat):
 
 
 def _labelprop_rows(side, repeat):
-    from scipy.sparse.linalg import cg, spsolve  # noqa: F401
+    """Time to relative error 1e-8 (vs. a CG solution at rtol 1e-13) of tree-Newton BCD and SciPy's CG.
+
+    Each solver runs at the loosest of its own tolerances (BCD: KKT ``|g|_inf <= tol |c|_inf``; CG: ``rtol``)
+    whose output reaches the error; rows: seconds (best of ``repeat``), error, tolerance, iterations
+    (BCD: sweeps over the forest partition, i.e. block updates / blocks; CG: iterations).
+    """
+    from scipy.sparse.linalg import cg
 
     import numopt
     pb = lattice(side)
     Q, c = pb.Q, pb.c
-    # reference solution: CG to a tight tolerance
     xs, _ = cg(Q, c, rtol=1e-13, maxiter=100_000)
     ns = np.linalg.norm(xs)
 
     def err(x):
         return np.linalg.norm(x - xs) / ns
 
-    def ours(tol):
-        return numopt.minimize(pb, method="bcd", partition="tree", tol=tol, maxiter=5_000).x
+    def bcd(relax):
+        def run(tol):
+            r = numopt.minimize(pb, method="bcd", partition="tree", relax=relax, tol=tol, maxiter=100_000)
+            return r.x, r.nit / r.n_blocks
+        return run
 
     def scipy_cg(tol):
-        return cg(Q, c, rtol=tol, maxiter=100_000)[0]
+        it = [0]
 
-    rows = {}
-    # BCD: one run to a tight KKT tolerance (its iterations are the cost); CG: loosest rtol reaching 1e-8
-    for name, f, tols in (("numopt bcd (tree-newton)", ours, [1e-9, 1e-10, 1e-11]),
-                          ("scipy cg", scipy_cg, [1e-8, 1e-9, 1e-10, 1e-11, 1e-12])):
+        def cb(_):
+            it[0] += 1
+        return cg(Q, c, rtol=tol, maxiter=100_000, callback=cb)[0], it[0]
+
+    ladder = [1e-8, 5e-9, 2e-9, 1e-9, 5e-10, 2e-10, 1e-10, 1e-11, 1e-12]  # the same for both
+    solvers = {"bcd tree-newton, relax auto": (bcd("auto"), ladder),
+               "scipy cg": (scipy_cg, ladder),
+               "bcd tree-newton, relax 1": (bcd(1.0), ladder)}
+    picked = {}
+    for name, (f, tols) in solvers.items():  # loosest tolerance reaching the error (first run: the warm-up)
         for tol in tols:
-            t, x = _time(lambda: f(tol), repeat)
+            t, (x, nit) = _time(lambda: f(tol), 1)
             if err(x) <= 1e-8:
                 break
-        rows[name] = (t, err(x), tol)
-    return rows
+        picked[name] = [t, err(x), tol, nit]
+    # then round-robin timing (the relax-1 baseline is slow: timed once), best kept: same background load
+    for _ in range(repeat - 1):
+        for name, (f, _tols) in solvers.items():
+            if name.endswith("relax 1"):
+                continue
+            t, _ = _time(lambda: f(picked[name][2]), 1)
+            picked[name][0] = min(picked[name][0], t)
+    return {k: tuple(v) for k, v in picked.items()}
 
 
 def _cold_start():
@@ -198,7 +221,10 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="small sizes (seconds)")
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--skip-labelprop", action="store_true")
-    ap.add_argument("--side", type=int, default=None, help="lattice side for label propagation (default 1000)")
+    ap.add_argument("--side", type=int, nargs="+", default=None,
+                    help="lattice side(s) for label propagation (default 1000)")
+    ap.add_argument("--repeat-lp", type=int, default=3, help="repeats of the label-propagation timings")
+    ap.add_argument("--skip-lasso", action="store_true", help="only label propagation")
     args = ap.parse_args(argv)
     warnings.filterwarnings("ignore")
     # one BLAS thread for every solver: the CD peers do not use BLAS, and on a shared 2-core box threaded
@@ -209,6 +235,8 @@ def main(argv=None):
     except ImportError:  # pragma: no cover
         pass
     n, p = (300, 3000) if args.quick else (1000, 10_000)
+    if args.skip_lasso:
+        return _labelprop_main(args)
     cold = _cold_start()
     print(f"cold start (fresh process): import numopt {cold[0]:.3f} s, first Lasso {cold[1]:.3f} s, "
           f"first L1-logistic {cold[2]:.3f} s")
@@ -225,16 +253,22 @@ def main(argv=None):
     _table(f"L1-logistic breast_cancer (C=1): time to relative gap {TARGET:g}", rows,
            ["skglm", "celer", "liblinear"])
     if not args.skip_labelprop:
-        side = args.side or (100 if args.quick else 1000)
-        rows = _labelprop_rows(side, 1)
-        print(f"\nlabel propagation, {side}x{side} lattice (4% labelled): time to relative error 1e-8")
-        print(f"  {'solver':<26}{'seconds':>10}{'rel. err':>11}{'tol used':>10}")
-        for k, (t, e, tol) in rows.items():
-            print(f"  {k:<26}{t:>10.4f}{e:>11.1e}{tol:>10.0e}")
-        vals = list(rows.values())
-        print(f"  ours / scipy cg: {vals[0][0] / vals[1][0]:.2f}")
+        _labelprop_main(args)
     return 0
 
+
+def _labelprop_main(args):
+    for sd in args.side or [100 if args.quick else 1000]:
+        rows = _labelprop_rows(sd, args.repeat_lp)
+        print(f"\nlabel propagation, {sd}x{sd} lattice ({sd * sd} nodes, 4% labelled, w = 1e5): "
+              "time to relative error 1e-8")
+        print(f"  {'solver':<30}{'seconds':>10}{'rel. err':>11}{'tol used':>10}{'sweeps/its':>12}{'ours/cg':>9}")
+        tcg = rows["scipy cg"][0]
+        for k, (t, e, tol, nit) in rows.items():
+            ratio = "" if k == "scipy cg" else f"{t / tcg:>9.2f}"
+            print(f"  {k:<30}{t:>10.4f}{e:>11.1e}{tol:>10.0e}{nit:>12.0f}{ratio}")
+        print(f"  load average: {os.getloadavg()[0]:.2f}")
+    return 0
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -61,6 +61,27 @@ def test_lasso_matches_sklearn(sparse, frac):
     assert res.fun == pytest.approx(pb.value(res.x), rel=1e-12)
 
 
+@pytest.mark.parametrize("sparse", [False, True])
+def test_saturated_block_growth_without_gradient_same_optimum(sparse, monkeypatch):
+    # a saturated block grows from the previous scores (no gradient pass, linear term A_W^T b): the result and
+    # the certified gap must not depend on it
+    import numopt.bcd._prox as PX
+    rng = np.random.default_rng(5)
+    A = rng.standard_normal((80, 400)) * (rng.random((80, 400)) < 0.3)
+    b = A[:, :40] @ rng.standard_normal(40) + 0.1 * rng.standard_normal(80)
+    Ai = sp.csc_matrix(A) if sparse else A
+    lam = 0.02 * np.abs(A.T @ b).max()
+    out = {}
+    for sat in (0.75, 9.0):  # 9: never saturated, every outer iteration computes the gradient
+        monkeypatch.setattr(PX, "SATURATED", sat)
+        out[sat] = numopt.minimize(LeastSquares(Ai, b, l1=lam), method="bcd", tol=1e-12)
+        assert out[sat].success and out[sat].rel_gap <= 1e-12
+        assert LeastSquares(A, b, l1=lam).duality_gap(out[sat].x) <= 1e-12 * (b @ b)
+    np.testing.assert_allclose(out[0.75].x, out[9.0].x, atol=1e-8)
+    # the stale steps happened: more outer iterations than recorded gradient checks
+    assert out[0.75].nit > len(out[0.75].history["gap"]) - 1
+
+
 def test_enet_and_positive_match_sklearn():
     A, b = _correlated(seed=1)
     n = A.shape[0]

@@ -6,7 +6,7 @@ from scipy.sparse.csgraph import connected_components
 
 from numopt._cy import _bcd as cy
 from numopt.bcd import _kernels as K
-from numopt.bcd._bcd import forest_partition, red_black_partition
+from numopt.bcd._bcd import ForestCycle, forest_partition, red_black_partition
 
 EMPTY8 = np.zeros(0, dtype=np.int8)
 EMPTY64 = np.zeros(0, dtype=np.int64)
@@ -189,6 +189,59 @@ def test_tree_solve_equals_dense_solve(seed):
         assert np.all(pos == -1)
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("unit", [False, True])
+def test_forest_sweep_equals_dense_block_update(seed, dtype, unit):
+    # reference: x_b <- x_b + omega (solve(Q_bb, c_b - Q_{b,~b} x_~b) - x_b), dense NumPy, original numbering;
+    # unit=True: one weight on every edge (the sweep's scalar-coupling path)
+    Q = _random_graph(120, 0.03, seed)
+    if unit:
+        W = Q.copy()
+        W.setdiag(0)
+        W.eliminate_zeros()
+        W.data[:] = -0.7
+        Q = (W + sp.diags(np.asarray(abs(W).sum(axis=1)).ravel() + 1.0)).tocsr()
+        Q.sort_indices()
+    Q = Q.astype(dtype)
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(120).astype(np.int64)
+    c = rng.standard_normal(120)
+    x = rng.standard_normal(120)
+    Qd = Q.toarray().astype(np.float64)
+    blocks = forest_partition(Q, order)
+    pos = np.full(120, -1, dtype=np.int64)
+    for b in blocks:
+        status, order_b, *_ = cy.forest_factor(Q.indptr, Q.indices, Q.data, b.astype(np.int64), pos)
+        assert status == 0 and np.all(pos == -1) and sorted(order_b) == sorted(b)
+    fc = ForestCycle(Q, blocks)
+    assert all((blk[-1] is not None) == unit for blk in fc.blocks if blk[5].size)
+    perm = fc.perm
+    assert sorted(perm) == list(range(120))
+    cp, xp = c[perm], x[perm]
+    # gradient kernel against Q x - c
+    np.testing.assert_allclose(fc.gradient(cp, xp, np.empty(120)), (Qd @ x - c)[perm], rtol=1e-12, atol=1e-12)
+    for k, b in enumerate(blocks):
+        omega = rng.uniform(0.2, 1.9)
+        nb = np.setdiff1d(np.arange(120), b)
+        star = np.linalg.solve(Qd[np.ix_(b, b)], c[b] - Qd[np.ix_(b, nb)] @ x[nb])
+        ref = x.copy()
+        ref[b] += omega * (star - x[b])
+        x_old = x.copy()
+        dd = fc.sweep(k, cp, xp, omega)
+        x = np.empty(120)
+        x[perm] = xp
+        np.testing.assert_allclose(x, ref, rtol=1e-12, atol=1e-12 * np.abs(ref).max())
+        assert dd == pytest.approx(float(((x - x_old) ** 2).sum()), rel=1e-10)
+
+
+def test_forest_factor_detects_indefinite():
+    Q = sp.csr_matrix(np.array([[1.0, 2.0, 0.0], [2.0, 1.0, 0.0], [0.0, 0.0, 1.0]]))
+    status, *_ = cy.forest_factor(Q.indptr, Q.indices, Q.data, np.arange(3, dtype=np.int64),
+                                  np.full(3, -1, dtype=np.int64))
+    assert status < 0
+
+
 def test_tree_solve_detects_indefinite():
     Q = sp.csr_matrix(np.array([[1.0, 2.0, 0.0], [2.0, 1.0, 0.0], [0.0, 0.0, 1.0]]))
     x = np.empty(3)
@@ -246,17 +299,12 @@ def test_prox_path_residual_mode_matches_sklearn(monkeypatch):
     np.testing.assert_allclose(res.x, sk.coef_, atol=1e-6)
 
 
-def test_cols_dot_vs_numpy():
-    A = sp.random(50, 30, density=0.2, random_state=10, format="csc")
-    V = np.random.default_rng(10).standard_normal((50, 4))
-    cols = np.array([0, 3, 3, 29], dtype=np.int64)
-    out = np.empty((4, 4))
-    cy.cols_dot(A.indptr, A.indices, A.data, cols, V, out)
-    np.testing.assert_allclose(out, A[:, cols].T @ V, atol=1e-14)
-
-
-def test_cols_dense_vs_numpy():
-    A = sp.random(20, 15, density=0.3, random_state=11, format="csc")
-    cols = np.array([1, 4, 14], dtype=np.int64)
-    out = cy.cols_dense(A.indptr, A.indices, A.data, cols, np.zeros((20, 3)))
-    np.testing.assert_array_equal(out, A[:, cols].toarray())
+def test_problem_rejects_nan_in_sparse_A():
+    from numopt.problems import LeastSquares
+    A = sp.random(10, 8, density=0.5, random_state=0, format="csc")
+    A.data[3] = np.nan
+    with pytest.raises(ValueError, match="A contains NaN"):
+        LeastSquares(A, np.ones(10), l1=1.0)
+    A.data[3] = np.inf
+    with pytest.raises(ValueError, match="A"):
+        LeastSquares(A, np.ones(10), l1=1.0)
