@@ -275,10 +275,10 @@ def test_warm_start_state_resumes():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         r1 = minimize_robust(pr, maxiter=200)
-    r2 = minimize_robust(pr, initial_state=r1.state, rtol=1e-7)
-    r3 = minimize_robust(pr, rtol=1e-7)
+    r2 = minimize_robust(pr, initial_state=r1.state, rtol=1e-5)
+    r3 = minimize_robust(pr, rtol=1e-5)
     assert r2.success and r2.nit < r3.nit
-    assert r2.fun == pytest.approx(r3.fun, rel=1e-4)
+    assert r2.fun == pytest.approx(r3.fun, rel=1e-3)
 
 
 @settings(max_examples=25, deadline=None)
