@@ -135,13 +135,23 @@ def test_robust_objective_and_cones_reduce_to_nominal_at_eps0():
     assert pr.objective(V, W) == pytest.approx(0.5 * ends.sum() + pr.beta * reg, rel=1e-12)
 
 
+_SOLVED = {}
+
+
+def _solved(loss):
+    """The small robust instance solved once per session (shared by the CVXPY and attack tests)."""
+    if loss not in _SOLVED:
+        pr = _robust_problem(loss)
+        _SOLVED[loss] = (pr, numopt.minimize(pr, method="admm", rtol=1e-7, maxiter=20000))
+    return _SOLVED[loss]
+
+
 @pytest.mark.parametrize("loss", ["squared", "logistic"])
 def test_robust_solver_matches_cvxpy(loss):
     from numopt.relu._cvx import cvxpy_solve
-    pr = _robust_problem(loss)
+    pr, res = _solved(loss)
     f_ref, Vr, Wr = cvxpy_solve(pr)
     assert pr.cone_violation(Vr, Wr) < 1e-6
-    res = numopt.minimize(pr, method="admm", rtol=1e-7, maxiter=20000)
     assert res.success, res.message
     assert abs(res.fun - f_ref) <= 1e-4 * abs(f_ref)
     assert res.cone_violation <= 1e-4 * max(1.0, np.abs(res.v).max(), np.abs(res.w).max())
@@ -165,8 +175,7 @@ def test_eps0_robust_solver_reproduces_nominal(loss):
 
 def test_sign_attack_attains_worst_case_margin():
     """With robust cones the net is linear on each ball: x_k - eps y_k sign(c_k) hits y_k x_k^T c_k - eps ||c_k||_1."""
-    pr = _robust_problem("squared", eps=0.05)
-    res = numopt.minimize(pr, method="admm", rtol=1e-7, maxiter=20000)
+    pr, res = _solved("squared")
     U, a = res.first_layer, res.second_layer
     C = pr.Dmat @ (res.v - res.w).T                      # n x d, row k = c_k (bias coordinate last)
     delta = -0.05 * pr.y[:, None] * np.sign(C)
@@ -221,7 +230,8 @@ def test_estimator_end_to_end_per_feature_eps_in_original_units():
     from numopt.relu import ConvexReLUClassifier, ConvexReLURegressor
     X, y = make_data(40, 2, seed=5)
     X = X * np.array([10.0, 0.1]) + 3.0                      # scales differ: eps is in X's units
-    clf = ConvexReLUClassifier(beta=0.5, n_patterns=4, adversarial_eps=[0.5, 0.005], random_state=0).fit(X, y)
+    clf = ConvexReLUClassifier(beta=0.5, n_patterns=4, adversarial_eps=[0.5, 0.005], random_state=0,
+                               max_iter=500).fit(X, y)
     pr = clf._problem
     assert np.allclose(pr.eps_weights[:2], np.array([0.5, 0.005]) / clf.x_scale_) and pr.eps_weights[2] == 0
     res = clf.solver_results_[0]
@@ -231,7 +241,7 @@ def test_estimator_end_to_end_per_feature_eps_in_original_units():
     net = np.maximum(np.column_stack([Z, np.ones(len(Z))]) @ res.first_layer, 0.0) @ res.second_layer
     assert np.allclose(clf.decision_function(X), net, atol=1e-9)
     # refitting with another eps rebuilds the problem even with warm_start
-    clf2 = ConvexReLUClassifier(beta=0.5, n_patterns=4, random_state=0, warm_start=True).fit(X, y)
+    clf2 = ConvexReLUClassifier(beta=0.5, n_patterns=4, random_state=0, warm_start=True, max_iter=100).fit(X, y)
     clf2.set_params(adversarial_eps=0.5).fit(X, y)
     assert clf2._problem.robust
     reg = ConvexReLURegressor(beta=0.5, n_patterns=4, adversarial_eps=0.1, random_state=0, max_iter=300).fit(X, y)
@@ -275,8 +285,8 @@ def test_warm_start_state_resumes():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         r1 = minimize_robust(pr, maxiter=200)
-    r2 = minimize_robust(pr, initial_state=r1.state, rtol=1e-5)
-    r3 = minimize_robust(pr, rtol=1e-5)
+    r2 = minimize_robust(pr, initial_state=r1.state, rtol=1e-4)
+    r3 = minimize_robust(pr, rtol=1e-4)
     assert r2.success and r2.nit < r3.nit
     assert r2.fun == pytest.approx(r3.fun, rel=1e-3)
 
