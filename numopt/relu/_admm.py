@@ -141,7 +141,8 @@ def minimize_admm(problem, x0=None, *, callback=None, rho=None, cone_scale=1.0, 
     if problem.robust:  # adversarial_eps > 0: the robust program has its own splitting (numopt.relu._robust)
         from ._robust import minimize_robust
         return minimize_robust(problem, x0, callback=callback, rho=rho, relaxation=relaxation, rtol=rtol, atol=atol,
-                               maxiter=maxiter, initial_state=initial_state, verbose=verbose, progress=progress)
+                               maxiter=maxiter, adaptive_rho=adaptive_rho, anderson=anderson,
+                               initial_state=initial_state, verbose=verbose, progress=progress)
     rho = _default_rho(problem) if rho is None else check_positive(rho, "rho")
     c = _default_cone_scale(problem) if cone_scale is None else check_positive(cone_scale, "cone_scale")
     gamma = check_positive(gamma, "gamma")
