@@ -147,7 +147,8 @@ class TwoLayerReLU(Problem):
         self.n_features = p
         self.adversarial_eps, self.eps_weights = _check_eps(adversarial_eps, p, self.bias)
         if self.robust and self.loss not in ROBUST_LOSSES:
-            raise ValueError(f"loss={self.loss!r} has no robust form; adversarial_eps > 0 needs loss in {ROBUST_LOSSES}")
+            raise ValueError(f"loss={self.loss!r} has no robust form; adversarial_eps > 0 needs loss in "
+                             f"{ROBUST_LOSSES}")
         self.X = np.ascontiguousarray(np.hstack([X, np.ones((n, 1))]) if self.bias else X)
         self.y = y
         if patterns is not None:

@@ -5,7 +5,8 @@ The program (derivation in :mod:`numopt.relu._problem`; ``||.||_{1,eps} = sum_j 
 .. math::
 
     \\min_{v_i, w_i}\\; \\sum_k \\ell\\big(r_k + h_k(\\hat y_k)\\big) + \\beta \\sum_i (\\|v_i\\|_2 + \\|w_i\\|_2)
-    \\quad\\text{s.t.}\\quad e_{ik} x_k^T v_i \\ge \\|v_i\\|_{1,\\epsilon},\\; e_{ik} x_k^T w_i \\ge \\|w_i\\|_{1,\\epsilon},
+    \\quad\\text{s.t.}\\quad e_{ik} x_k^T v_i \\ge \\|v_i\\|_{1,\\epsilon},\\;
+    e_{ik} x_k^T w_i \\ge \\|w_i\\|_{1,\\epsilon},
 
 with :math:`\\hat y = \\sum_i D_i X (v_i - w_i)`, :math:`r_k = \\|c_k\\|_{1,\\epsilon}`,
 :math:`c_k = \\sum_i d_{ik}(v_i - w_i)`, and (squared) :math:`\\ell(z) = z^2/2`, :math:`h_k(t) = |t - y_k|`;
