@@ -163,6 +163,16 @@ def test_robust_solver_matches_cvxpy(loss):
     assert res.network_fun == pytest.approx(res.fun, rel=1e-4)
 
 
+def test_per_feature_eps_with_unperturbed_features_matches_cvxpy():
+    from numopt.relu._cvx import cvxpy_solve
+    X, y = make_data(40, 3, seed=0)
+    pr = TwoLayerReLU(X, y, 0.5, n_patterns=6, adversarial_eps=[0.1, 0.0, 0.03], random_state=0)
+    assert np.array_equal(pr.eps_weights, [0.1, 0.0, 0.03, 0.0])
+    res = numopt.minimize(pr, method="admm", rtol=1e-7)
+    f_ref = cvxpy_solve(pr)[0]
+    assert res.success and abs(res.fun - f_ref) <= 1e-4 * f_ref
+
+
 @pytest.mark.parametrize("loss", ["squared", "logistic"])
 def test_eps0_robust_solver_reproduces_nominal(loss):
     pr = _robust_problem(loss, eps=0.0)
