@@ -138,8 +138,11 @@ def minimize_admm(problem, x0=None, *, callback=None, rho=None, cone_scale=1.0, 
         ``factor_time``, ``state`` (warm start) and ``history`` (``fun``, ``primal_residual``,
         ``dual_residual``, ``rho``, ``time`` per iteration; ``fun`` is evaluated at ``u``).
     """
-    if problem.adversarial_eps > 0:
-        raise NotImplementedError("adversarial_eps > 0 (robust training) is not solved by method='admm' yet")
+    if problem.robust:  # adversarial_eps > 0: the robust program has its own splitting (numopt.relu._robust)
+        from ._robust import minimize_robust
+        return minimize_robust(problem, x0, callback=callback, rho=rho, relaxation=relaxation, rtol=rtol, atol=atol,
+                               maxiter=maxiter, adaptive_rho=adaptive_rho, anderson=anderson,
+                               initial_state=initial_state, verbose=verbose, progress=progress)
     rho = _default_rho(problem) if rho is None else check_positive(rho, "rho")
     c = _default_cone_scale(problem) if cone_scale is None else check_positive(cone_scale, "cone_scale")
     gamma = check_positive(gamma, "gamma")

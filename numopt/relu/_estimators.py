@@ -64,6 +64,14 @@ class _ConvexReLUBase(BaseEstimator):
         check_bool(self.warm_start, "warm_start")
         if self.solver_options is not None and not isinstance(self.solver_options, dict):
             raise TypeError("solver_options must be a dict or None")
+        eps = self.adversarial_eps
+        if np.ndim(eps) == 0:
+            check_positive(eps, "adversarial_eps", strict=False)
+        elif (np.ndim(eps) != 1 or not np.all(np.isfinite(np.asarray(eps, dtype=float)))
+              or np.any(np.asarray(eps, dtype=float) < 0)):
+            raise ValueError("adversarial_eps must be a number >= 0 or a 1-D array of finite values >= 0")
+        if self.solver == "scp" and np.any(np.asarray(eps, dtype=float) > 0):
+            raise ValueError("adversarial_eps > 0 needs solver='admm' (the SCP path solves the nominal program only)")
 
     def _standardize(self, X):
         self.x_mean_ = X.mean(axis=0)
@@ -81,7 +89,8 @@ class _ConvexReLUBase(BaseEstimator):
             opts.setdefault("tol", self.tol)
         reuse = (self.warm_start and getattr(self, "_problem", None) is not None
                  and self._problem.X.shape[0] == Z.shape[0]
-                 and np.array_equal(self._problem.X[:, :Z.shape[1]], Z))
+                 and np.array_equal(self._problem.X[:, :Z.shape[1]], Z)
+                 and np.array_equal(self._problem.eps_weights[:Z.shape[1]], self._eps()))
         if reuse:
             base = self._problem
         else:
@@ -105,7 +114,11 @@ class _ConvexReLUBase(BaseEstimator):
         return results
 
     def _eps(self):
-        return 0.0
+        """``adversarial_eps`` (original feature units) as radii of the standardised features."""
+        eps = np.asarray(self.adversarial_eps, dtype=np.float64)
+        if eps.ndim == 1 and eps.shape[0] != self.n_features_in_:
+            raise ValueError(f"adversarial_eps must have length n_features={self.n_features_in_}; got {eps.shape[0]}")
+        return np.broadcast_to(eps, (self.n_features_in_,)) / self.x_scale_
 
     def _store_network(self, results, out_scale, out_shift):
         """Fold the standardisation into layer 1 and stack the per-output networks."""
@@ -184,6 +197,9 @@ class ConvexReLURegressor(RegressorMixin, _ConvexReLUBase):
         Seed of the pattern sampling.
     verbose : bool
         Solver logging; also shows :class:`~numopt.exceptions.ConvergenceWarning` (silenced otherwise).
+    adversarial_eps : float or array_like of shape (n_features,)
+        l_inf radius (in the units of ``X``; one for all features or one per feature) of the adversarial
+        training: the robust convex program (worst-case loss, robust cones) solved by ADMM. 0: standard training.
 
     Attributes
     ----------
@@ -195,7 +211,8 @@ class ConvexReLURegressor(RegressorMixin, _ConvexReLUBase):
     """
 
     def __init__(self, beta=1.0, *, n_patterns=32, solver="admm", max_iter=2000, tol=1e-4, bias=True,
-                 warm_start=False, solver_options=None, random_state=None, verbose=False):
+                 warm_start=False, solver_options=None, random_state=None, verbose=False, adversarial_eps=0.0):
+        self.adversarial_eps = adversarial_eps
         self.beta = beta
         self.n_patterns = n_patterns
         self.solver = solver
@@ -238,8 +255,9 @@ class ConvexReLUClassifier(ClassifierMixin, _ConvexReLUBase):
     loss : {"squared", "logistic"}
         ``"squared"`` fits +-1 targets (the paper's setting, exact u-steps); ``"logistic"`` fits
         ``P(y = 1) = sigmoid(2 f(x))`` and enables :meth:`predict_proba`.
-    solver, max_iter, tol, bias, warm_start, solver_options, random_state, verbose
-        As in :class:`ConvexReLURegressor`.
+    solver, max_iter, tol, bias, warm_start, solver_options, random_state, verbose, adversarial_eps
+        As in :class:`ConvexReLURegressor`. With ``adversarial_eps > 0`` the network is trained for the worst
+        case over ``||delta||_inf <= eps`` around each training point (both losses).
 
     Attributes
     ----------
@@ -253,7 +271,9 @@ class ConvexReLUClassifier(ClassifierMixin, _ConvexReLUBase):
     """
 
     def __init__(self, beta=1.0, *, n_patterns=32, loss="squared", solver="admm", max_iter=2000, tol=1e-4,
-                 bias=True, warm_start=False, solver_options=None, random_state=None, verbose=False):
+                 bias=True, warm_start=False, solver_options=None, random_state=None, verbose=False,
+                 adversarial_eps=0.0):
+        self.adversarial_eps = adversarial_eps
         self.beta = beta
         self.n_patterns = n_patterns
         self.loss = loss

@@ -18,6 +18,30 @@ Convex reformulation over ``P`` activation patterns :math:`D_i = \\mathrm{diag}(
 
 The patterns are *sampled*: :math:`d_i = 1[X h_i \\ge 0]` with :math:`h_i \\sim N(0, I)`,
 deduplicated, all-zero patterns dropped. The sampled optimum is an upper bound of the exact one.
+
+Adversarial (l_inf-robust) training, ``adversarial_eps = eps`` (a radius per input feature, or one for all;
+the appended bias coordinate is never perturbed, :math:`\\|\\cdot\\|_{1,\\epsilon} = \\sum_j \\epsilon_j |\\cdot_j|`
+with :math:`\\epsilon_{bias} = 0`). The robust cones
+
+.. math::
+
+    e_{ik} x_k^T v_i - \\|v_i\\|_{1,\\epsilon} \\ge 0, \\qquad e_{ik} x_k^T w_i - \\|w_i\\|_{1,\\epsilon} \\ge 0
+
+say :math:`e_{ik}(x_k + \\delta)^T v_i \\ge 0` for every :math:`|\\delta_j| \\le \\epsilon_j`: the activation pattern
+is frozen on each ball, so there the network is linear, :math:`f(x_k + \\delta) = \\hat y_k + \\delta^T c_k` with
+:math:`c_k = \\sum_i d_{ik}(v_i - w_i)`, and the prediction ranges over exactly
+:math:`[\\hat y_k - r_k, \\hat y_k + r_k]`, :math:`r_k = \\|c_k\\|_{1,\\epsilon}` (attained at
+:math:`\\delta = \\pm\\epsilon \\circ \\mathrm{sign}(c_k)`). The worst-case loss per sample is then
+
+* squared: :math:`\\max_{|t - \\hat y_k| \\le r_k} \\tfrac12 (t - y_k)^2 = \\tfrac12 (|\\hat y_k - y_k| + r_k)^2`
+  (a convex parabola is largest at an end of the interval; exact, convex: square of a non-negative convex function);
+* logistic, :math:`\\ell = \\log(1 + e^{2\\hat y}) - 2y\\hat y = \\log(1 + e^{-2 s \\hat y})` with :math:`s = 2y - 1`,
+  decreasing in the margin :math:`s\\hat y`: worst case :math:`\\log(1 + e^{2 (r_k - s_k \\hat y_k)})`
+  (margin shrunk by :math:`r_k`; convex: softplus is increasing and :math:`r_k - s_k\\hat y_k` convex).
+
+The robust program (both losses are :math:`\\ell(r_k + h_k(\\hat y_k))` with :math:`\\ell` convex non-decreasing)
+is the robust loss plus the same group penalty under the robust cones; ``eps = 0`` is the nominal program. It is
+an upper bound of the robust training loss of the recovered network (exact at the optimum: cones hold).
 """
 from __future__ import annotations
 
@@ -30,6 +54,7 @@ from ..problems import Problem
 __all__ = ["TwoLayerReLU", "sample_patterns", "LOSSES"]
 
 LOSSES = ("squared", "logistic")
+ROBUST_LOSSES = ("squared", "logistic")   # losses with a derived worst-case (robust) form
 
 
 def sample_patterns(X, n_patterns, rng, *, max_rounds=20):
@@ -85,10 +110,11 @@ class TwoLayerReLU(Problem):
     bias : bool
         Append a ones column to ``X`` (a hidden-layer bias). The bias is part of ``u_j`` and therefore
         **penalised** by the weight decay, as in the paper and its reference codes.
-    adversarial_eps : float
-        Radius of the l_inf perturbation ball of the robust formulation (0: nominal training). Stored
-        and validated, but no numopt solver handles ``> 0`` yet: ``minimize`` raises
-        ``NotImplementedError``.
+    adversarial_eps : float or array_like, shape (n_features,)
+        Radius of the l_inf perturbation ball of the robust formulation (0: nominal training), one for every
+        feature or one per feature (the bias coordinate is never perturbed). ``> 0`` makes :meth:`objective`
+        the worst-case loss and :meth:`cone_violation` check the robust cones (module docstring);
+        ``minimize(method="admm")`` then runs :func:`numopt.relu._robust.minimize_robust`.
     patterns : array_like of {0, 1}, shape (n_samples, P), optional
         Use these activation patterns instead of sampling (duplicates and all-zero columns are dropped).
     random_state : None, int or numpy Generator
@@ -118,8 +144,11 @@ class TwoLayerReLU(Problem):
         if self.loss == "logistic" and not np.all((y == 0) | (y == 1)):
             raise ValueError("y must hold only 0 and 1 for loss='logistic'")
         self.bias = check_bool(bias, "bias")
-        self.adversarial_eps = check_positive(adversarial_eps, "adversarial_eps", strict=False)
         self.n_features = p
+        self.adversarial_eps, self.eps_weights = _check_eps(adversarial_eps, p, self.bias)
+        if self.robust and self.loss not in ROBUST_LOSSES:
+            raise ValueError(f"loss={self.loss!r} has no robust form; adversarial_eps > 0 needs loss in "
+                             f"{ROBUST_LOSSES}")
         self.X = np.ascontiguousarray(np.hstack([X, np.ones((n, 1))]) if self.bias else X)
         self.y = y
         if patterns is not None:
@@ -161,6 +190,11 @@ class TwoLayerReLU(Problem):
     def n_patterns_(self):
         return self.Dmat.shape[1]
 
+    @property
+    def robust(self):
+        """True when some feature has a perturbation radius ``> 0``."""
+        return bool(np.any(self.eps_weights > 0))
+
     # --- copies sharing data, patterns and factorizations ---------------------------------------------
     def _clone(self):
         new = object.__new__(type(self))
@@ -182,6 +216,8 @@ class TwoLayerReLU(Problem):
             raise ValueError(f"y must have length {self.n_samples}; got {y.shape[0]}")
         if new.loss == "logistic" and not np.all((y == 0) | (y == 1)):
             raise ValueError("y must hold only 0 and 1 for loss='logistic'")
+        if new.robust and new.loss not in ROBUST_LOSSES:
+            raise ValueError(f"loss={new.loss!r} has no robust form; adversarial_eps > 0 needs loss in {ROBUST_LOSSES}")
         new.y = y
         return new
 
@@ -204,21 +240,45 @@ class TwoLayerReLU(Problem):
             return yhat - self.y
         return 2.0 * _sigmoid(2.0 * yhat) - 2.0 * self.y
 
+    def robust_radius(self, V, W):
+        """``r_k = ||c_k||_{1,eps}``, ``c_k = sum_i d_ik (v_i - w_i)``: half-width of the prediction range on ball k."""
+        return np.abs(self.Dmat @ (V - W).T) @ self.eps_weights
+
+    def robust_loss_value(self, yhat, r):
+        """Worst-case data-fit term given predictions ``yhat`` and radii ``r`` (``r = 0``: :meth:`loss_value`)."""
+        if self.loss == "squared":
+            a = np.abs(yhat - self.y) + r
+            return 0.5 * float(a @ a)
+        s = 2.0 * self.y - 1.0
+        return float(np.sum(np.logaddexp(0.0, 2.0 * (r - s * yhat))))
+
     def objective(self, V, W):
-        """The convex objective at ``(V, W)`` (``d x P`` each); cones are not checked here."""
+        """The convex objective at ``(V, W)`` (``d x P`` each): robust (worst-case) loss when ``adversarial_eps > 0``.
+
+        Cones are not checked here (see :meth:`cone_violation`).
+        """
+        if not self.robust:
+            return self.nominal_objective(V, W)
+        reg = np.linalg.norm(V, axis=0).sum() + np.linalg.norm(W, axis=0).sum()
+        return self.robust_loss_value(self.predict_convex(V, W), self.robust_radius(V, W)) + self.beta * reg
+
+    def nominal_objective(self, V, W):
+        """The convex objective of the unperturbed data (``eps = 0``) at ``(V, W)``."""
         reg = np.linalg.norm(V, axis=0).sum() + np.linalg.norm(W, axis=0).sum()
         return self.loss_value(self.predict_convex(V, W)) + self.beta * reg
 
     def cone_violation(self, V, W):
-        """``max_{i,k} (-e_ik x_k^T v_i)_+`` over both families (0 when every cone holds)."""
+        """``max_{i,k} (-e_ik x_k^T v_i + ||v_i||_{1,eps})_+`` over both families (0 when every cone holds)."""
         E = 2.0 * self.Dmat - 1.0
-        return float(max(np.max(-E * (self.X @ V), initial=0.0), np.max(-E * (self.X @ W), initial=0.0)))
+        lv, lw = self.eps_weights @ np.abs(V), self.eps_weights @ np.abs(W)
+        return float(max(np.max(lv - E * (self.X @ V), initial=0.0), np.max(lw - E * (self.X @ W), initial=0.0)))
 
     def beta_max(self):
         """``max_i ||X^T (d_i o g0)||_2``, ``g0`` the loss gradient at zero prediction.
 
         For ``beta`` at or above it the zero network is optimal for the unconstrained (gated) program;
-        with the cone constraints it is a safe upper bound of the smallest such ``beta``.
+        with the cone constraints it is a safe upper bound of the smallest such ``beta``. It bounds the robust
+        program too: its objective is ``>=`` the nominal one, equal at zero, over a smaller feasible set.
         """
         g0 = self.loss_grad(np.zeros(self.n_samples))
         return float(np.max(np.linalg.norm(self.X.T @ (self.Dmat * g0[:, None]), axis=0)))
@@ -230,7 +290,9 @@ class TwoLayerReLU(Problem):
         ``alpha = sqrt(||v_i||)``; each ``w_i`` the same with ``alpha = -sqrt(||w_i||)``, so that
         ``(beta/2)(||u||^2 + alpha^2) = beta ||v_i||`` and ``relu(X u) alpha = D_i X v_i`` wherever the
         cone ``e_i o X v_i >= 0`` holds. Returns ``(U, alpha)``: ``U`` is ``d x m`` (last row = bias
-        weights when ``bias``), ``alpha`` has length ``m``.
+        weights when ``bias``), ``alpha`` has length ``m``. The recovery is the same for the robust program:
+        the robust cones make ``sign(x^T u)`` constant on every ball ``||x - x_k||_inf <= eps``, so the network
+        equals ``x^T c_k`` there and its worst case is the convex model's (:meth:`network_objective`).
         """
         nv, nw = np.linalg.norm(V, axis=0), np.linalg.norm(W, axis=0)
         iv, iw = np.flatnonzero(nv > tol), np.flatnonzero(nw > tol)
@@ -239,9 +301,19 @@ class TwoLayerReLU(Problem):
         return U, alpha
 
     def network_objective(self, U, alpha):
-        """Non-convex objective ``l(relu(X U) alpha) + beta/2 (||U||_F^2 + ||alpha||^2)``."""
-        yhat = np.maximum(self.X @ U, 0.0) @ alpha
-        return self.loss_value(yhat) + 0.5 * self.beta * (float(np.sum(U * U)) + float(alpha @ alpha))
+        """Non-convex objective ``l(relu(X U) alpha) + beta/2 (||U||_F^2 + ||alpha||^2)``.
+
+        With ``adversarial_eps > 0`` the loss is the worst case over each ball *with the activations of x_k
+        held fixed*: ``r_k = ||U diag(alpha) 1[X U > 0]_k||_{1,eps}``. That is the exact worst case whenever no
+        neuron changes sign on the ball (true for a network recovered from robust-cone-feasible variables).
+        """
+        H = self.X @ U
+        yhat = np.maximum(H, 0.0) @ alpha
+        pen = 0.5 * self.beta * (float(np.sum(U * U)) + float(alpha @ alpha))
+        if not self.robust:
+            return self.loss_value(yhat) + pen
+        r = np.abs((H > 0) @ (U * alpha).T) @ self.eps_weights       # n x d slopes c_k, weighted l1
+        return self.robust_loss_value(yhat, r) + pen
 
     def unpack(self, x):
         """Split the flat solver vector ``x = [v_1..v_P, w_1..w_P]`` into ``d x P`` matrices ``V, W``."""
@@ -262,6 +334,22 @@ class TwoLayerReLU(Problem):
         if x0.shape[0] != size:
             raise ValueError(f"x0 must have length 2 * n_patterns * dim = {size}; got {x0.shape[0]}")
         return self.unpack(x0)
+
+
+def _check_eps(eps, p, bias):
+    """Validate ``adversarial_eps`` (scalar or one per feature); returns it and the length-``d`` weights
+    (``0`` on the bias coordinate, which is never perturbed)."""
+    if np.ndim(eps) == 0:
+        eps = check_positive(eps.item() if isinstance(eps, np.ndarray) else eps, "adversarial_eps", strict=False)
+        w = np.full(p, eps)
+    else:
+        w = as_float_array(eps, "adversarial_eps", ndim=1, dtype=np.float64, copy=True)
+        if w.shape[0] != p:
+            raise ValueError(f"adversarial_eps must be a scalar or have length n_features={p}; got {w.shape[0]}")
+        if np.any(w < 0):
+            raise ValueError("adversarial_eps must be >= 0")
+        eps = w.copy()
+    return eps, np.concatenate([w, [0.0]]) if bias else w
 
 
 def _sigmoid(z):

@@ -71,8 +71,9 @@ def minimize_scp(problem, x0=None, *, callback=None, n_neurons=None, random_stat
         ``first_layer`` (``d x m``), ``second_layer`` (``m``), ``n_neurons`` (``m`` non-zeros),
         ``network_fun`` and ``history`` (``fun``, ``grad_mapping``, ``time``).
     """
-    if problem.adversarial_eps > 0:
-        raise NotImplementedError("method='scp' solves the nominal program only (adversarial_eps must be 0)")
+    if problem.robust:
+        raise NotImplementedError("method='scp' solves the nominal program only (adversarial_eps must be 0); "
+                                  "use method='admm' for the robust program")
     if n_neurons is not None:
         n_neurons = check_int(n_neurons, "n_neurons", min_value=1)
     tol = check_positive(tol, "tol")
