@@ -223,6 +223,23 @@ def dr_group_step(U, Qv, V, alpha, out):
 
 
 @njit(cache=True, nogil=True)
+def extrapolate(Tz, Tz_prev, out, theta):
+    """Momentum step ``out = Tz + theta (Tz - Tz_prev)``, then ``Tz_prev = Tz`` (one pass, in place).
+
+    ``theta == 0`` does not read ``Tz_prev`` (it may hold garbage at a restart).
+    """
+    if theta == 0.0:
+        for i in range(Tz.shape[0]):
+            out[i] = Tz[i]
+            Tz_prev[i] = Tz[i]
+        return out
+    for i in range(Tz.shape[0]):
+        t = Tz[i]
+        out[i] = t + theta * (t - Tz_prev[i])
+        Tz_prev[i] = t
+    return out
+
+@njit(cache=True, nogil=True)
 def masked_scale(Dmat, q, out):
     """``out = Dmat o q[:, None]`` (so ``X.T @ out = M^T q``, ``M = [D_1 X ... D_P X]``)."""
     n, P = Dmat.shape
@@ -276,6 +293,7 @@ def warmup():
     dr_slack_step(XA, D, XA.copy(), 1.0, 1.6, np.empty((4, 4)), np.empty(4))
     dr_group_step(XA[:3], XA[:3].copy(), XA[:3].copy(), 1.6, np.empty((3, 4)))
     masked_scale(D, np.ones(4), np.empty((4, 2)))
+    extrapolate(np.ones(4), np.zeros(4), np.empty(4), 0.5)
     group_prox_dual_update(rng.standard_normal((3, 4)), np.zeros((3, 4)), np.zeros((3, 4)), 0.1, 1.0, 1.0)
     relu_features(X, rng.standard_normal((3, 2)))
     soft_threshold(np.ones(3), 0.5, np.empty(3))
