@@ -193,3 +193,13 @@ def test_show_options_lists_documented_options():
     for opt in ("rho", "relaxation", "linear_solver", "adaptive_rho", "anderson", "Options"):
         assert opt in text
     assert "n_neurons" in numopt.show_options("scp", disp=False)
+
+
+def test_spd_inverse():
+    from numopt.relu._linsolve import spd_inverse
+    rng = np.random.default_rng(3)
+    A = rng.standard_normal((9, 9))
+    A = A @ A.T + 0.1 * np.eye(9)
+    assert np.allclose(spd_inverse(A) @ A, np.eye(9), atol=1e-10)
+    with pytest.raises(np.linalg.LinAlgError):
+        spd_inverse(-np.eye(3))
