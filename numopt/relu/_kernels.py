@@ -239,15 +239,6 @@ def extrapolate(Tz, Tz_prev, out, theta):
         Tz_prev[i] = t
     return out
 
-@njit(cache=True, nogil=True)
-def masked_scale(Dmat, q, out):
-    """``out = Dmat o q[:, None]`` (so ``X.T @ out = M^T q``, ``M = [D_1 X ... D_P X]``)."""
-    n, P = Dmat.shape
-    for k in range(n):
-        for i in range(P):
-            out[k, i] = Dmat[k, i] * q[k]
-    return out
-
 
 @njit(cache=True, nogil=True)
 def relu_features(X, Udir):
@@ -292,7 +283,6 @@ def warmup():
     cone_abs(XA, D, 1.0, np.empty((4, 4)))
     dr_slack_step(XA, D, XA.copy(), 1.0, 1.6, np.empty((4, 4)), np.empty(4))
     dr_group_step(XA[:3], XA[:3].copy(), XA[:3].copy(), 1.6, np.empty((3, 4)))
-    masked_scale(D, np.ones(4), np.empty((4, 2)))
     extrapolate(np.ones(4), np.zeros(4), np.empty(4), 0.5)
     group_prox_dual_update(rng.standard_normal((3, 4)), np.zeros((3, 4)), np.zeros((3, 4)), 0.1, 1.0, 1.0)
     relu_features(X, rng.standard_normal((3, 2)))

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._kernels import masked_rowsum, masked_rowsum_single, masked_scale
+from ._kernels import masked_rowsum, masked_rowsum_single
 
 __all__ = ["USolver", "choose_path", "path_flops", "spd_inverse"]
 
@@ -157,7 +157,7 @@ class USolver:
             t = masked_rowsum_single(self.X @ Y[:, :P], self.D)  # M B^{-1} r_a
             q = self.fac @ t
             a = Y[:, :P]
-            a -= self.Cinv @ (self.X.T @ masked_scale(self.D, q, self._Dq))
+            a -= self.Cinv @ (self.X.T @ np.multiply(self.D, q[:, None], out=self._Dq))
             c = Y[:, P:]
         out = np.empty((d, m)) if out is None else out
         np.add(c, a, out=out[:, :P])

@@ -147,13 +147,6 @@ def test_dr_group_step(tiny):
     assert np.isclose(un, np.linalg.norm(UZ, axis=0).sum())
 
 
-def test_masked_scale_is_Mt(tiny):
-    X, D, _, rng = tiny
-    F, _ = dense_F_G(X, D)
-    q = rng.standard_normal(7)
-    out = K.masked_scale(D, q, np.empty((7, 4)))
-    assert np.allclose((X.T @ out).T.ravel(), F[:, :12].T @ q)
-
 def test_relu_features_and_soft_threshold(tiny):
     X, _, UZ, rng = tiny
     assert np.allclose(K.relu_features(X, UZ), np.maximum(X @ UZ, 0))
