@@ -248,6 +248,8 @@ def minimize_admm(problem, x0=None, *, callback=None, rho=None, cone_scale=1.0, 
     sq_dual = np.sqrt(m * d)
     # scratch buffers of the map (reused every evaluation)
     Vb, Tb, XUb, Ub, yhat = np.empty((d, m)), np.empty((n, m)), np.empty((n, m)), np.empty((d, m)), np.empty(n)
+    rhsb = np.empty((d, m))
+    ftyr = [None, None]
     n_evals = [0]
 
     def fixed_point_map(z, Tz):
@@ -257,9 +259,13 @@ def minimize_admm(problem, x0=None, *, callback=None, rho=None, cone_scale=1.0, 
         Qv, Qs, GQ = b["Qv"], b["Qs"], b["GQ"]
         V = group_shrink(Qv, thr, Vb)                       # v = prox(Qv), lam = Qv - v
         GA = X.T @ cone_abs(Qs, D, c, Tb)                   # G^T (s - nu)
-        rhs = 2.0 * V - Qv + GA                             # (v - lam) + G^T (s - nu)
+        rhs = np.multiply(V, 2.0, out=rhsb)                 # (v - lam) + G^T (s - nu)
+        rhs -= Qv
+        rhs += GA
         if squared:
-            rhs += FtYr / rho
+            if ftyr[0] != rho:                              # F^T y / rho, recomputed only when rho changes
+                ftyr[:] = [rho, FtYr / rho]
+            rhs += ftyr[1]
             U = solver.solve(rhs, out=Ub)
             XU = np.matmul(X, U, out=XUb)
         else:
