@@ -34,6 +34,7 @@ class ConvexProgram:
             return cvxpy_solve(pr)[0], 0
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
+            # rtol is about the relative objective accuracy reached (numopt.relu._admm): 1e-5 is within 1e-4
             res = numopt.minimize(pr, method="admm", rtol=1e-5, atol=1e-7, maxiter=50000)
         return res.fun, res.nit
 

@@ -128,6 +128,119 @@ def group_prox_dual_update(U, Lam, V, thr, gamma, alpha):
 
 
 @njit(cache=True, nogil=True)
+def group_shrink(Q, thr, V):
+    """``V[:, g] = (1 - thr / ||Q[:, g]||)_+ Q[:, g]`` per column (the group soft-threshold); returns ``V``."""
+    d, m = Q.shape
+    for g in range(m):
+        nz = 0.0
+        for a in range(d):
+            nz += Q[a, g] * Q[a, g]
+        nz = np.sqrt(nz)
+        scale = 1.0 - thr / nz if nz > thr else 0.0
+        for a in range(d):
+            V[a, g] = scale * Q[a, g]
+    return V
+
+
+@njit(cache=True, nogil=True)
+def cone_abs(Qs, Dmat, scale, out):
+    """``out = scale * e o |Qs|`` (``e = 2 d - 1`` tiled over both families), so that ``X.T @ out = G^T (s - nu)``.
+
+    In the Douglas-Rachford form of the ADMM the slack and its scaled dual are ``s = (q)_+`` and
+    ``nu = -(q)_-`` of one state ``q``, hence ``s - nu = |q|``.
+    """
+    n, P = Dmat.shape
+    for k in range(n):
+        for i in range(P):
+            e = scale * (2.0 * Dmat[k, i] - 1.0)
+            out[k, i] = e * abs(Qs[k, i])
+            out[k, P + i] = e * abs(Qs[k, P + i])
+    return out
+
+
+@njit(cache=True, nogil=True)
+def dr_slack_step(XU, Dmat, Qs, scale, alpha, out, yhat):
+    """Slack half of one Douglas-Rachford (relaxed ADMM) step, fused with the model output.
+
+    For every entry (``e = 2 d - 1``): ``g = scale * e * XU`` (``= G u``), ``s = (Qs)_+``,
+    ``out = Qs + alpha (g - s)``. ``out`` may be ``Qs`` (in place). Also ``yhat = F u``, i.e.
+    ``yhat_k = sum_i d_ki (XU[k, i] - XU[k, P + i])``. Returns ``(||G u - s||^2, ||G u||^2, ||s||^2)``.
+    """
+    n, P = Dmat.shape
+    r2 = 0.0
+    g2 = 0.0
+    s2 = 0.0
+    for k in range(n):
+        acc = 0.0
+        for i in range(P):
+            dk = Dmat[k, i]
+            e = scale * (2.0 * dk - 1.0)
+            xa = XU[k, i]
+            xb = XU[k, P + i]
+            acc += dk * (xa - xb)
+            ga = e * xa
+            gb = e * xb
+            qa = Qs[k, i]
+            qb = Qs[k, P + i]
+            sa = max(qa, 0.0)
+            sb = max(qb, 0.0)
+            out[k, i] = qa + alpha * (ga - sa)
+            out[k, P + i] = qb + alpha * (gb - sb)
+            r2 += (ga - sa) * (ga - sa) + (gb - sb) * (gb - sb)
+            g2 += ga * ga + gb * gb
+            s2 += sa * sa + sb * sb
+        yhat[k] = acc
+    return r2, g2, s2
+
+
+@njit(cache=True, nogil=True)
+def dr_group_step(U, Qv, V, alpha, out):
+    """Variable half of one Douglas-Rachford step: ``out = Qv + alpha (U - V)`` (``V`` the shrunk ``Qv``).
+
+    ``out`` may be ``Qv``. Returns ``(||U - V||^2, ||U||^2, ||V||^2, ||Qv - V||^2, sum_g ||U_g||)``
+    (``Qv - V`` is the scaled dual ``lam``; the last sum is the penalty at ``u``).
+    """
+    d, m = U.shape
+    r2 = 0.0
+    u2 = 0.0
+    v2 = 0.0
+    l2 = 0.0
+    unorm = 0.0
+    for g in range(m):
+        ug = 0.0
+        for a in range(d):
+            u = U[a, g]
+            v = V[a, g]
+            q = Qv[a, g]
+            out[a, g] = q + alpha * (u - v)
+            r2 += (u - v) * (u - v)
+            ug += u * u
+            v2 += v * v
+            l2 += (q - v) * (q - v)
+        u2 += ug
+        unorm += np.sqrt(ug)
+    return r2, u2, v2, l2, unorm
+
+
+@njit(cache=True, nogil=True)
+def extrapolate(Tz, Tz_prev, out, theta):
+    """Momentum step ``out = Tz + theta (Tz - Tz_prev)``, then ``Tz_prev = Tz`` (one pass, in place).
+
+    ``theta == 0`` does not read ``Tz_prev`` (it may hold garbage at a restart).
+    """
+    if theta == 0.0:
+        for i in range(Tz.shape[0]):
+            out[i] = Tz[i]
+            Tz_prev[i] = Tz[i]
+        return out
+    for i in range(Tz.shape[0]):
+        t = Tz[i]
+        out[i] = t + theta * (t - Tz_prev[i])
+        Tz_prev[i] = t
+    return out
+
+
+@njit(cache=True, nogil=True)
 def relu_features(X, Udir):
     """``(X @ Udir)_+`` computed row by row (the SCP feature map), ``n x N``."""
     n, d = X.shape
@@ -403,6 +516,11 @@ def warmup():
     masked_rowsum_single(XA[:, :2], D)
     masked_outer(D, np.ones(4), np.empty((4, 4)))
     slack_dual_update(XA, D, np.zeros((4, 4)), np.zeros((4, 4)), 1.0, 1.0, 1.0)
+    group_shrink(rng.standard_normal((3, 4)), 0.5, np.empty((3, 4)))
+    cone_abs(XA, D, 1.0, np.empty((4, 4)))
+    dr_slack_step(XA, D, XA.copy(), 1.0, 1.6, np.empty((4, 4)), np.empty(4))
+    dr_group_step(XA[:3], XA[:3].copy(), XA[:3].copy(), 1.6, np.empty((3, 4)))
+    extrapolate(np.ones(4), np.zeros(4), np.empty(4), 0.5)
     group_prox_dual_update(rng.standard_normal((3, 4)), np.zeros((3, 4)), np.zeros((3, 4)), 0.1, 1.0, 1.0)
     relu_features(X, rng.standard_normal((3, 2)))
     soft_threshold(np.ones(3), 0.5, np.empty(3))

@@ -93,6 +93,60 @@ def test_group_prox_dual_update(tiny):
     assert np.isclose(vn, np.linalg.norm(Vr, axis=0).sum())
 
 
+
+def test_group_shrink(tiny):
+    _, _, UZ, _ = tiny
+    Q = UZ.copy()
+    Q[:, 0] *= 1e-3                                     # one group below the threshold
+    V = K.group_shrink(Q, 0.8, np.empty_like(Q))
+    nz = np.linalg.norm(Q, axis=0)
+    assert np.allclose(V, np.maximum(0, 1 - 0.8 / nz) * Q, atol=1e-15)
+    assert np.all(V[:, 0] == 0)
+
+
+def test_cone_abs_is_Gt_of_s_minus_nu(tiny):
+    """X.T @ cone_abs(q) = G^T (s - nu) with s = (q)_+ and nu = (q)_- (the DR split of one state)."""
+    X, D, _, rng = tiny
+    _, G = dense_F_G(X, D)
+    Qs = rng.standard_normal((7, 8))
+    c = 0.6
+    out = K.cone_abs(Qs, D, c, np.empty((7, 8)))
+    assert np.allclose(out, c * np.tile(2 * D - 1, 2) * np.abs(Qs))
+    s, nu = np.maximum(Qs, 0), np.minimum(Qs, 0)
+    ref = c * (G.T @ (s - nu).T.ravel())               # dense block layout: block b = column b
+    assert np.allclose((X.T @ out).T.ravel(), ref)
+
+
+def test_dr_slack_step(tiny):
+    X, D, UZ, rng = tiny
+    F, _ = dense_F_G(X, D)
+    XU = np.ascontiguousarray(X @ UZ)
+    Qs = rng.standard_normal((7, 8))
+    c, alpha = 0.7, 1.6
+    out, yhat = np.empty((7, 8)), np.empty(7)
+    r2, g2, s2 = K.dr_slack_step(XU, D, Qs, c, alpha, out, yhat)
+    g = c * np.tile(2 * D - 1, 2) * XU
+    s = np.maximum(Qs, 0)
+    assert np.allclose(out, Qs + alpha * (g - s))
+    assert np.allclose(yhat, F @ UZ.T.ravel())
+    assert np.isclose(r2, np.sum((g - s) ** 2)) and np.isclose(g2, np.sum(g * g)) and np.isclose(s2, np.sum(s * s))
+    Q2 = Qs.copy()                                      # in place gives the same
+    K.dr_slack_step(XU, D, Q2, c, alpha, Q2, yhat)
+    assert np.array_equal(Q2, out)
+
+
+def test_dr_group_step(tiny):
+    _, _, UZ, rng = tiny
+    Qv = rng.standard_normal(UZ.shape)
+    V = K.group_shrink(Qv, 0.9, np.empty_like(Qv))
+    out = np.empty_like(Qv)
+    r2, u2, v2, l2, un = K.dr_group_step(UZ, Qv, V, 1.6, out)
+    assert np.allclose(out, Qv + 1.6 * (UZ - V))
+    assert np.isclose(r2, np.sum((UZ - V) ** 2)) and np.isclose(u2, np.sum(UZ ** 2))
+    assert np.isclose(v2, np.sum(V ** 2)) and np.isclose(l2, np.sum((Qv - V) ** 2))
+    assert np.isclose(un, np.linalg.norm(UZ, axis=0).sum())
+
+
 def test_relu_features_and_soft_threshold(tiny):
     X, _, UZ, rng = tiny
     assert np.allclose(K.relu_features(X, UZ), np.maximum(X @ UZ, 0))
@@ -117,9 +171,28 @@ def test_u_solver_paths_agree_with_dense_A(c):
         assert np.allclose(s.apply_A(u), B, atol=1e-10)
 
 
+def test_path_choice_follows_flop_model():
+    from numopt.relu._linsolve import choose_path, path_flops
+    # breast_cancer sizes: P = 8 favours the dP x dP Cholesky, P = 32 the n x n Woodbury form
+    assert choose_path(569, 31, 8) == "cholesky" and choose_path(569, 31, 32) == "woodbury"
+    f = path_flops(569, 31, 32, iterations=0)
+    assert f["woodbury"] < f["cholesky"]                # the n x n factor is far cheaper to build
+    assert choose_path(30, 5, 40) == "woodbury" and choose_path(1000, 10, 5) == "cholesky"
+
+
 def test_show_options_lists_documented_options():
     import numopt
     text = numopt.show_options("admm", disp=False)
     for opt in ("rho", "relaxation", "linear_solver", "adaptive_rho", "anderson", "Options"):
         assert opt in text
     assert "n_neurons" in numopt.show_options("scp", disp=False)
+
+
+def test_spd_inverse():
+    from numopt.relu._linsolve import spd_inverse
+    rng = np.random.default_rng(3)
+    A = rng.standard_normal((9, 9))
+    A = A @ A.T + 0.1 * np.eye(9)
+    assert np.allclose(spd_inverse(A) @ A, np.eye(9), atol=1e-10)
+    with pytest.raises(np.linalg.LinAlgError):
+        spd_inverse(-np.eye(3))
