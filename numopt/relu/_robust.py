@@ -51,8 +51,9 @@ __all__ = ["minimize_robust"]
 class _RobustOperator:
     """The stacked map ``K x = (z_1, (z_g, z_q), (z_t, z_r))``, its adjoint and ``(K^T K)^{-1}``."""
 
-    def __init__(self, problem, c2, c3, sq, sl):
-        X, D = problem.X, problem.Dmat
+    def __init__(self, problem, c2, c3, sq, sl, D=None):
+        X = problem.X
+        D = problem.Dmat if D is None else D
         self.X, self.D = X, D
         n, d = X.shape
         P = D.shape[1]
@@ -128,6 +129,32 @@ class _Layout:
         return np.concatenate([np.ravel(b) for b in blocks])
 
 
+def robust_cone_margins(X, Dmat, eps_weights):
+    """Depth of every robust cone: ``m_i = max_{||v||_inf <= 1} min_k (e_ik x_k^T v - ||v||_{1,eps})``.
+
+    One small LP per pattern (HiGHS; ``v = v^+ - v^-``, ``0 <= v^+-, v^- <= 1``, so ``||v||_{1,eps}`` is
+    over-estimated only where both parts are positive, which the maximisation never prefers). ``m_i >= 0``
+    always (``v = 0``); ``m_i > 0`` iff the cone ``{v: e_ik x_k^T v >= ||v||_{1,eps} for all k}`` has an
+    interior. ``m_i = 0`` means the cone is ``{0}`` or flat (no interior; a measure-zero event for data in
+    general position), which happens as soon as eps exceeds the pattern's l_inf margin -- e.g. for 7 of the 8
+    patterns of breast_cancer (n = 569) at eps = 0.02.
+    """
+    from scipy.optimize import linprog
+
+    n, d = X.shape
+    E = 2.0 * Dmat - 1.0
+    c = np.zeros(2 * d + 1)
+    c[-1] = -1.0
+    bounds = [(0.0, 1.0)] * (2 * d) + [(None, None)]
+    out = np.empty(Dmat.shape[1])
+    for i in range(Dmat.shape[1]):      # P LPs of size n x (2d + 1): negligible next to the factorisation
+        A = E[:, i:i + 1] * X
+        A_ub = np.hstack([eps_weights - A, A + eps_weights, np.ones((n, 1))])
+        r = linprog(c, A_ub=A_ub, b_ub=np.zeros(n), bounds=bounds, method="highs")
+        out[i] = max(-r.fun, 0.0) if r.status == 0 else np.inf    # LP trouble: keep the pattern
+    return out
+
+
 def _group_soft(Z, thr):
     nz = np.linalg.norm(Z, axis=0)
     return Z * np.maximum(1.0 - thr / np.maximum(nz, 1e-300), 0.0)
@@ -141,7 +168,8 @@ def minimize_robust(problem, x0=None, *, callback=None, rho=None, cone_scale=1.0
                     loss_l1_scale=1.0,
                     relaxation=1.6,
                     rtol=1e-5, atol=1e-8, maxiter=20000, adaptive_rho=False, rho_mu=5.0,
-                    rho_update_every=25, anderson=0, initial_state=None, verbose=False, progress=False):
+                    rho_update_every=25, anderson=0, presolve=True, presolve_tol=1e-7, initial_state=None,
+                    verbose=False, progress=False):
     """Solve the robust (``adversarial_eps > 0``) :class:`~numopt.problems.TwoLayerReLU` program by ADMM.
 
     ``minimize(problem, method="admm")`` calls it when ``problem.adversarial_eps > 0`` (it also solves the
@@ -182,6 +210,14 @@ def minimize_robust(problem, x0=None, *, callback=None, rho=None, cone_scale=1.0
     anderson : int
         Memory of the (safeguarded, type-II) Anderson acceleration of the ADMM fixed-point map (0: off). An
         extrapolated point is kept only if its fixed-point residual is below the plain step's.
+    presolve : bool
+        Drop the patterns whose robust cone has no interior (:func:`robust_cone_margins` ``<= presolve_tol``
+        times the largest ``||x_k||_1``): their ``v_i, w_i`` are 0 in every feasible point (for data in general
+        position), so the program is unchanged, and ADMM no longer has to crawl to the apex of a cone ``{0}``.
+        Without it the solver did not converge on breast_cancer (n = 569, eps = 0.02: 7 of 8 cones are
+        ``{0}``) in 20000 iterations. Costs ``P`` small LPs, cached on the problem.
+    presolve_tol : float
+        Relative depth below which a cone counts as empty of interior (the LP's feasibility tolerance is 1e-7).
     initial_state : dict, optional
         ``res.state`` of an earlier robust run on the same problem (patterns and eps): full warm start.
     verbose, progress : bool
@@ -216,23 +252,51 @@ def minimize_robust(problem, x0=None, *, callback=None, rho=None, cone_scale=1.0
         raise ValueError(f"rho_mu must be > 1; got {rho_mu!r}")
     rho_update_every = check_int(rho_update_every, "rho_update_every", min_value=1)
     anderson = check_int(anderson, "anderson", min_value=0)
+    presolve = check_bool(presolve, "presolve")
+    presolve_tol = check_positive(presolve_tol, "presolve_tol", strict=False)
 
-    P, d, beta = problem.n_patterns_, problem.dim, problem.beta
+    P_all, d, beta = problem.n_patterns_, problem.dim, problem.beta
     logistic = problem.loss == "logistic"
     mon = Monitor("admm-robust", callback=callback, verbose=verbose, progress=progress, maxiter=maxiter)
     t0 = time.perf_counter()
-    key = ("robust", c2, c3, sq, sl, problem.eps_weights.tobytes())
+    keep = np.ones(P_all, dtype=bool)
+    if presolve and problem.robust:
+        mkey = ("robust-margins", problem.eps_weights.tobytes())
+        if mkey not in problem._cache:
+            problem._cache[mkey] = robust_cone_margins(problem.X, problem.Dmat, problem.eps_weights)
+        margins = problem._cache[mkey]
+        keep = margins > presolve_tol * max(1.0, float(np.abs(problem.X).sum(axis=1).max()))
+    P = int(keep.sum())
+
+    def embed(Z1):
+        """Full ``(V, W)`` (``d x P_all``) from the reduced ``[V W]`` (dropped patterns are 0)."""
+        V, W = np.zeros((d, P_all)), np.zeros((d, P_all))
+        V[:, keep], W[:, keep] = Z1[:, :P], Z1[:, P:]
+        return V, W
+
+    if P == 0:      # every robust cone is {0}: the only feasible point is 0
+        V, W = embed(np.zeros((d, 0)))
+        mon.step(problem.pack(V, W), fun=problem.objective(V, W), primal_residual=0.0, dual_residual=0.0, rho=rho)
+        extra = admm_result_fields(problem, V, W)
+        extra["nominal_fun"] = problem.nominal_objective(V, W)
+        return mon.result(problem.pack(V, W), converged=True, primal_residual=0.0, dual_residual=0.0, rho=rho,
+                          linear_solver="cholesky-robust", factor_time=time.perf_counter() - t0, n_rho_updates=0,
+                          n_aa_rejected=0, n_patterns_kept=0, state=None, **extra)
+    key = ("robust", c2, c3, sq, sl, problem.eps_weights.tobytes(), keep.tobytes())
     if key not in problem._cache:
-        problem._cache[key] = _RobustOperator(problem, c2, c3, sq, sl)
+        problem._cache[key] = _RobustOperator(problem, c2, c3, sq, sl, D=problem.Dmat[:, keep])
     K = problem._cache[key]
     factor_time = time.perf_counter() - t0
 
     # --- state: x (d x 2P), z and scaled duals lam as block lists ------------------------------------
     start = problem.check_x0(x0)
     if initial_state is not None:
+        if isinstance(initial_state, dict) and "keep" in initial_state and \
+                not np.array_equal(np.asarray(initial_state["keep"], dtype=bool), keep):
+            raise ValueError("initial_state does not match this problem (other patterns kept by the presolve)")
         z, lam, rho = _load_state(initial_state, K)
     else:
-        x = np.zeros((d, 2 * P)) if start is None else np.hstack(start)
+        x = np.zeros((d, 2 * P)) if start is None else np.hstack([start[0][:, keep], start[1][:, keep]])
         z = K.forward(x)
         lam = [np.zeros_like(b) for b in z]
     y = problem.y
@@ -279,8 +343,8 @@ def minimize_robust(problem, x0=None, *, callback=None, rho=None, cone_scale=1.0
     Ts, res = admm_map(state, rho)
     for k in range(1, maxiter + 1):
         r_pri, r_dual, eps_pri, eps_dual = res
-        Z1 = lay.views(Ts)[0]
-        if mon.step(Z1, fun=problem.objective(Z1[:, :P], Z1[:, P:]), primal_residual=r_pri, dual_residual=r_dual,
+        V, W = embed(lay.views(Ts)[0])
+        if mon.step(problem.pack(V, W), fun=problem.objective(V, W), primal_residual=r_pri, dual_residual=r_dual,
                     rho=rho):
             break
         if r_pri <= eps_pri and r_dual <= eps_dual:
@@ -324,14 +388,15 @@ def minimize_robust(problem, x0=None, *, callback=None, rho=None, cone_scale=1.0
             Ts, res = admm_map(state, rho)
     blocks = lay.views(Ts)
     z, lam = blocks[:5], blocks[5:10]
-    V, W = z[0][:, :P].copy(), z[0][:, P:].copy()
-    state = {"z": [b.copy() for b in z], "lam": [b.copy() for b in lam], "rho": rho}
+    V, W = embed(z[0])
+    state = {"z": [b.copy() for b in z], "lam": [b.copy() for b in lam], "rho": rho, "keep": keep.copy()}
     del Ts
     extra = admm_result_fields(problem, V, W)
     extra["nominal_fun"] = problem.nominal_objective(V, W)
     return mon.result(problem.pack(V, W), converged=converged, primal_residual=float(r_pri),
                       dual_residual=float(r_dual), rho=rho, linear_solver="cholesky-robust",
-                      factor_time=factor_time, n_rho_updates=n_rho_updates, n_aa_rejected=n_rejected, state=state,
+                      factor_time=factor_time, n_rho_updates=n_rho_updates, n_aa_rejected=n_rejected,
+                      n_patterns_kept=P, state=state,
                       **extra)
 
 
