@@ -108,6 +108,36 @@ def test_loss_prox_kernel_matches_reference(logistic):
         assert total == pytest.approx(np.sum(np.logaddexp(0, 2 * z)) if logistic else 0.5 * z @ z, rel=1e-12)
 
 
+@pytest.mark.parametrize("case", ["ties", "zero_q", "at_target", "huge_step", "tiny_step", "many_active"])
+def test_squared_loss_prox_newton_edge_cases(case):
+    """The sort-free Newton of the squared-loss prox on boundary cases, against the bisection reference."""
+    rng = np.random.default_rng(7)
+    n, m = 5, 6
+    T0 = rng.standard_normal(n)
+    Q0 = rng.standard_normal((n, m))
+    w = rng.uniform(0.05, 1.0, m)
+    y = np.sign(rng.standard_normal(n))
+    step = 1.0
+    if case == "ties":
+        Q0[:] = 0.7
+        w[:] = 0.3
+    elif case == "zero_q":
+        Q0[:] = 0.0
+    elif case == "at_target":
+        T0 = y.copy()
+    elif case == "huge_step":
+        step = 1e6
+    elif case == "tiny_step":
+        step = 1e-9
+    else:
+        Q0 *= 50.0
+        w[:] = 0.02
+    T, Q = np.empty(n), np.empty((n, m))
+    K.robust_loss_prox(T0, Q0, w, y, False, step, T, Q)
+    Tr, Qr = ref_loss_prox(T0, Q0, w, y, False, step)
+    assert np.allclose(T, Tr, atol=1e-9) and np.allclose(Q, Qr, atol=1e-9)
+
+
 # --- the problem: robust objective, cones, network ----------------------------------------------------------
 
 def _robust_problem(loss="squared", eps=0.05, n=40, p=3, seed=0, beta=0.5, P=6):
@@ -363,3 +393,12 @@ def test_presolve_all_cones_trivial_gives_zero():
     res = minimize_robust(pr)
     assert res.success and res.n_patterns_kept == 0 and res.nit == 1
     assert np.all(res.x == 0) and res.fun == pytest.approx(0.5 * np.sum(pr.y ** 2))
+
+
+def test_anderson_option_reaches_the_same_optimum():
+    """The ``anderson`` option (it raised a TypeError before this round) converges to the plain run's optimum."""
+    pr = _robust_problem(eps=0.05)
+    plain = minimize_robust(pr, rtol=1e-6, maxiter=20000)
+    acc = minimize_robust(pr, rtol=1e-6, maxiter=20000, anderson=5)
+    assert plain.success and acc.success
+    assert acc.fun == pytest.approx(plain.fun, rel=1e-4)
