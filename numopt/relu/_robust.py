@@ -21,6 +21,10 @@ Splitting (graph form: ``x = [V W]``, ``d x 2P``; three blocks ``z_b = K_b x``, 
 3. ``z_3 = c_3 (\\hat y_k,\\; \\epsilon \\circ c_k)_k``: :math:`\\sum_k \\ell(\\|q_k\\|_1 + h_k(t_k))` -- prox by a
    scalar root search on the slope :math:`\\theta = \\ell'` (:func:`~numopt.relu._kernels.robust_loss_prox`).
 
+Presolve: a pattern whose robust cone has no interior (LP depth 0, :func:`robust_cone_margins`) forces
+``v_i = w_i = 0``; it is removed before the factorisation. ADMM cannot find such an apex quickly (the range of ``K``
+meets the cone in one point): that was why the solver stalled on full breast_cancer (7 of 8 such cones).
+
 Scaled ADMM with over-relaxation ``alpha`` (Boyd et al. 2011, 3.4.3), one penalty ``rho`` for all blocks:
 
 * ``x <- (K^T K)^{-1} K^T (z - lam)``;
@@ -234,7 +238,7 @@ def minimize_robust(problem, x0=None, *, callback=None, rho=None, cone_scale=1.0
         As :func:`numopt.relu._admm.minimize_admm`: ``x``, ``v``, ``w``, ``fun`` (robust objective at the group-
         sparse ``v``), ``nominal_fun``, ``first_layer``, ``second_layer``, ``n_neurons``, ``network_fun``,
         ``network_gap``, ``cone_violation`` (robust cones), ``primal_residual``, ``dual_residual``, ``rho``,
-        ``factor_time``, ``state`` and ``history`` (``fun``, ``primal_residual``, ``dual_residual``, ``rho``).
+        ``factor_time``, ``n_patterns_kept`` (after the presolve), ``state`` and ``history`` (``fun``, ``primal_residual``, ``dual_residual``, ``rho``).
     """
     from ._admm import admm_result_fields
 
