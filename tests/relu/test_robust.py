@@ -108,6 +108,36 @@ def test_loss_prox_kernel_matches_reference(logistic):
         assert total == pytest.approx(np.sum(np.logaddexp(0, 2 * z)) if logistic else 0.5 * z @ z, rel=1e-12)
 
 
+@pytest.mark.parametrize("case", ["ties", "zero_q", "at_target", "huge_step", "tiny_step", "many_active"])
+def test_squared_loss_prox_newton_edge_cases(case):
+    """The sort-free Newton of the squared-loss prox on boundary cases, against the bisection reference."""
+    rng = np.random.default_rng(7)
+    n, m = 5, 6
+    T0 = rng.standard_normal(n)
+    Q0 = rng.standard_normal((n, m))
+    w = rng.uniform(0.05, 1.0, m)
+    y = np.sign(rng.standard_normal(n))
+    step = 1.0
+    if case == "ties":
+        Q0[:] = 0.7
+        w[:] = 0.3
+    elif case == "zero_q":
+        Q0[:] = 0.0
+    elif case == "at_target":
+        T0 = y.copy()
+    elif case == "huge_step":
+        step = 1e6
+    elif case == "tiny_step":
+        step = 1e-9
+    else:
+        Q0 *= 50.0
+        w[:] = 0.02
+    T, Q = np.empty(n), np.empty((n, m))
+    K.robust_loss_prox(T0, Q0, w, y, False, step, T, Q)
+    Tr, Qr = ref_loss_prox(T0, Q0, w, y, False, step)
+    assert np.allclose(T, Tr, atol=1e-9) and np.allclose(Q, Qr, atol=1e-9)
+
+
 # --- the problem: robust objective, cones, network ----------------------------------------------------------
 
 def _robust_problem(loss="squared", eps=0.05, n=40, p=3, seed=0, beta=0.5, P=6):
@@ -315,3 +345,60 @@ def test_fuzz_robust_entry_point(n, p, eps, beta, loss, seed, scale):
         res = numopt.minimize(pr, method="admm", maxiter=100)
     assert np.all(np.isfinite(res.x)) and np.isfinite(res.fun)
     assert res.fun >= res.nominal_fun - 1e-12 * max(1.0, abs(res.fun))
+
+
+# --- presolve: robust cones without interior (the cause of the non-convergence on full breast_cancer) ------
+
+
+def test_cone_margins_match_cvxpy_lp():
+    """The LP depth of every robust cone equals CVXPY's (Clarabel) on the same LP; 0 exactly where no interior."""
+    import cvxpy as cp
+    from numopt.relu._robust import robust_cone_margins
+    X, y = make_data(30, 3, seed=0, kind="reg")
+    pr = TwoLayerReLU(X, y, 0.1, n_patterns=8, adversarial_eps=0.1, random_state=0)
+    m = robust_cone_margins(pr.X, pr.Dmat, pr.eps_weights)
+    E = 2 * pr.Dmat - 1
+    for i in range(pr.n_patterns_):
+        v, s = cp.Variable(pr.dim), cp.Variable()
+        cons = [cp.multiply(E[:, i], pr.X @ v) >= pr.eps_weights @ cp.abs(v) + s, cp.abs(v) <= 1]
+        ref = cp.Problem(cp.Maximize(s), cons).solve(solver="CLARABEL")
+        assert m[i] == pytest.approx(max(ref, 0.0), abs=1e-7)
+    assert np.any(m <= 1e-9) and np.any(m > 1e-3)        # the instance has both kinds of cones
+
+
+def test_presolve_regression_thin_and_trivial_cones_match_cvxpy():
+    """Regression: with cones of no interior ADMM crawled (not converged in 4000 iterations, gap -3.6e-4 with
+    cone violation 3e-4 on this instance); the presolve drops them and the solver converges to CVXPY's optimum."""
+    from numopt.relu._cvx import cvxpy_solve
+    from numopt.relu._robust import robust_cone_margins
+    X, y = make_data(50, 4, seed=2, kind="reg")
+    pr = TwoLayerReLU(X, y, 0.1, n_patterns=8, adversarial_eps=0.05, random_state=0)
+    f_ref, Vr, Wr = cvxpy_solve(pr)
+    keep = robust_cone_margins(pr.X, pr.Dmat, pr.eps_weights) > 1e-7
+    assert 0 < keep.sum() < pr.n_patterns_
+    # dropped patterns are 0 in the oracle's solution too
+    assert np.abs(Vr[:, ~keep]).max() < 1e-6 and np.abs(Wr[:, ~keep]).max() < 1e-6
+    res = minimize_robust(pr, maxiter=4000)          # 1672 iterations at the default rtol = 1e-5
+    assert res.success, res.message
+    assert res.n_patterns_kept == keep.sum()
+    assert np.all(res.v[:, ~keep] == 0) and np.all(res.w[:, ~keep] == 0)
+    assert abs(res.fun - f_ref) <= 1e-4 * f_ref
+    assert res.cone_violation <= 2e-4
+
+
+def test_presolve_all_cones_trivial_gives_zero():
+    """eps far above every pattern's margin: the only feasible point is 0 (objective = loss at 0)."""
+    X, y = make_data(30, 3, seed=1)
+    pr = TwoLayerReLU(X, y, 0.1, n_patterns=5, adversarial_eps=5.0, random_state=0)
+    res = minimize_robust(pr)
+    assert res.success and res.n_patterns_kept == 0 and res.nit == 1
+    assert np.all(res.x == 0) and res.fun == pytest.approx(0.5 * np.sum(pr.y ** 2))
+
+
+def test_anderson_option_reaches_the_same_optimum():
+    """The ``anderson`` option (it raised a TypeError before this round) converges to the plain run's optimum."""
+    pr = _robust_problem(eps=0.05)
+    plain = minimize_robust(pr, rtol=1e-6, maxiter=20000)
+    acc = minimize_robust(pr, rtol=1e-6, maxiter=20000, anderson=5)
+    assert plain.success and acc.success
+    assert acc.fun == pytest.approx(plain.fun, rel=1e-4)
