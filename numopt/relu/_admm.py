@@ -77,10 +77,22 @@ def _default_cone_scale(problem):
     return float(np.sqrt(X.shape[1] / max(np.sum(X * X), 1e-300)))
 
 
+def check_admm_options(relaxation, rtol, atol, maxiter):
+    """The options both ADMMs (nominal and robust) share, checked: ``(relaxation, rtol, atol, maxiter)``."""
+    relaxation = check_positive(relaxation, "relaxation")
+    if relaxation >= 2:
+        raise ValueError(f"relaxation must lie in (0, 2); got {relaxation!r}")
+    rtol = check_positive(rtol, "rtol", strict=False)
+    atol = check_positive(atol, "atol", strict=False)
+    if rtol == 0 and atol == 0:
+        raise ValueError("rtol and atol cannot both be 0")
+    return relaxation, rtol, atol, check_int(maxiter, "maxiter", min_value=1)
+
+
 def minimize_admm(problem, x0=None, *, callback=None, rho=None, cone_scale=1.0, relaxation=1.6, rtol=1e-6, atol=1e-8,
                   maxiter=20000, linear_solver="auto", adaptive_rho=False, rho_mu=10.0, rho_tau=2.0,
                   rho_update_every=10, max_rho_updates=30, momentum=True, restart_factor=1.0, anderson=0,
-                  aa_safeguard=1.0, inner_iter=1,
+                  aa_safeguard=1.0, inner_iter=1, presolve=True,
                   initial_state=None,
                   verbose=False, progress=False):
     """Solve :class:`~numopt.problems.TwoLayerReLU` by ADMM with a pre-factorised u-step.
@@ -153,6 +165,9 @@ def minimize_admm(problem, x0=None, *, callback=None, rho=None, cone_scale=1.0, 
         Safeguard factor of the Anderson step.
     inner_iter : int
         Majorise-minimise steps of the u-subproblem per iteration (logistic loss only).
+    presolve : bool
+        Robust program (``adversarial_eps > 0``) only: drop the patterns whose robust cone is ``{0}`` before
+        factorising (see :func:`numopt.relu._robust.minimize_robust`).
     initial_state : dict, optional
         ``res.state`` of an earlier run on the same problem (patterns): full warm start, duals included.
     verbose : bool or int
@@ -174,17 +189,11 @@ def minimize_admm(problem, x0=None, *, callback=None, rho=None, cone_scale=1.0, 
         from ._robust import minimize_robust
         return minimize_robust(problem, x0, callback=callback, rho=rho, relaxation=relaxation, rtol=rtol, atol=atol,
                                maxiter=maxiter, adaptive_rho=adaptive_rho, anderson=anderson,
-                               initial_state=initial_state, verbose=verbose, progress=progress)
+                               presolve=presolve, initial_state=initial_state, verbose=verbose,
+                               progress=progress)
     rho = _default_rho(problem) if rho is None else check_positive(rho, "rho")
     c = _default_cone_scale(problem) if cone_scale is None else check_positive(cone_scale, "cone_scale")
-    relaxation = check_positive(relaxation, "relaxation")
-    if relaxation >= 2:
-        raise ValueError(f"relaxation must lie in (0, 2); got {relaxation!r}")
-    rtol = check_positive(rtol, "rtol", strict=False)
-    atol = check_positive(atol, "atol", strict=False)
-    if rtol == 0 and atol == 0:
-        raise ValueError("rtol and atol cannot both be 0")
-    maxiter = check_int(maxiter, "maxiter", min_value=1)
+    relaxation, rtol, atol, maxiter = check_admm_options(relaxation, rtol, atol, maxiter)
     linear_solver = check_choice(linear_solver, "linear_solver", PATHS)
     adaptive_rho = check_bool(adaptive_rho, "adaptive_rho")
     rho_mu = check_positive(rho_mu, "rho_mu")

@@ -46,7 +46,7 @@ from scipy.linalg import cho_factor, cho_solve
 
 from .._monitor import Monitor
 from .._validation import check_bool, check_int, check_positive
-from ._admm import _Anderson
+from ._admm import _Anderson, admm_result_fields, check_admm_options
 from ._kernels import masked_rowsum, robust_cone_project, robust_loss_prox
 
 __all__ = ["minimize_robust"]
@@ -241,21 +241,13 @@ def minimize_robust(problem, x0=None, *, callback=None, rho=None, cone_scale=1.0
         ``network_gap``, ``cone_violation`` (robust cones), ``primal_residual``, ``dual_residual``, ``rho``,
         ``factor_time``, ``n_patterns_kept`` (after the presolve), ``state`` and ``history`` (``fun``, ``primal_residual``, ``dual_residual``, ``rho``).
     """
-    from ._admm import admm_result_fields
 
     rho = float(np.clip(problem.beta, 1e-2, 1e2)) if rho is None else check_positive(rho, "rho")
     c2 = check_positive(cone_scale, "cone_scale")
     c3 = check_positive(loss_scale, "loss_scale")
     sq = check_positive(l1_scale, "l1_scale")
     sl = check_positive(loss_l1_scale, "loss_l1_scale")
-    alpha = check_positive(relaxation, "relaxation")
-    if alpha >= 2:
-        raise ValueError(f"relaxation must lie in (0, 2); got {relaxation!r}")
-    rtol = check_positive(rtol, "rtol", strict=False)
-    atol = check_positive(atol, "atol", strict=False)
-    if rtol == 0 and atol == 0:
-        raise ValueError("rtol and atol cannot both be 0")
-    maxiter = check_int(maxiter, "maxiter", min_value=1)
+    alpha, rtol, atol, maxiter = check_admm_options(relaxation, rtol, atol, maxiter)
     adaptive_rho = check_bool(adaptive_rho, "adaptive_rho")
     rho_mu = check_positive(rho_mu, "rho_mu")
     if rho_mu <= 1:
