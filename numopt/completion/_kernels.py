@@ -250,6 +250,18 @@ def _upper_solve(R, x, k):
 
 
 @njit(cache=True, nogil=True)
+def _precondition(Rp, r, z, k, use_prec):
+    """``z = (Rp^T Rp)^{-1} r`` (``z = r`` without a preconditioner); returns its work in multiply-adds."""
+    for a in range(k):
+        z[a] = r[a]
+    if use_prec:
+        _upper_t_solve(Rp, z, k)
+        _upper_solve(Rp, z, k)
+        return k * k
+    return 0
+
+
+@njit(cache=True, nogil=True)
 def _upper_t_solve(R, x, k):
     """x <- R^{-T} x (R upper triangular)."""
     for i in range(k):
@@ -380,13 +392,7 @@ def _cg_row(A, nn, k, sigma, x, tol, maxit, Rp, use_prec, r, z, p, q, y, sres, f
     thresh = tol * rn
     if rn <= thresh or maxit <= 0:
         return 0, 0, fres0
-    work = 0
-    for a in range(k):
-        z[a] = r[a]
-    if use_prec:
-        _upper_t_solve(Rp, z, k)
-        _upper_solve(Rp, z, k)
-        work += k * k
+    work = _precondition(Rp, r, z, k, use_prec)
     rz = 0.0
     for a in range(k):
         p[a] = z[a]
@@ -413,12 +419,7 @@ def _cg_row(A, nn, k, sigma, x, tol, maxit, Rp, use_prec, r, z, p, q, y, sres, f
             rn += r[a] * r[a]
         if math.sqrt(rn) <= thresh:
             break
-        for a in range(k):
-            z[a] = r[a]
-        if use_prec:
-            _upper_t_solve(Rp, z, k)
-            _upper_solve(Rp, z, k)
-            work += k * k
+        work += _precondition(Rp, r, z, k, use_prec)
         rz_new = 0.0
         for a in range(k):
             rz_new += r[a] * z[a]
