@@ -86,3 +86,19 @@ def test_fuzz_as_float_array(arr):
         assert "z" in str(exc)
         return
     assert out.dtype in (np.float32, np.float64) and np.all(np.isfinite(out))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("bad, message", [(np.nan, "NaN"), (np.inf, "infinite"), (-np.inf, "infinite")])
+def test_check_finite_min_max_fast_path(dtype, bad, message):
+    """The fast path (min and max both finite) must still catch a single bad entry anywhere, and pass clean data."""
+    from numopt._validation import check_finite
+
+    x = np.linspace(-1e30, 1e30, 10_001).astype(dtype)
+    assert check_finite(x, "x") is x
+    for pos in (0, 5_000, 10_000):
+        y = x.copy()
+        y[pos] = bad
+        with pytest.raises(ValueError, match=f"x contains {message}"):
+            check_finite(y, "x")
+    assert check_finite(y, "x", allow_nan=True, allow_inf=True) is y

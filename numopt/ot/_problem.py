@@ -75,7 +75,7 @@ class OptimalTransport(Problem):
         if abs(sa - sb) > rtol * sa:
             raise ValueError(f"a and b must have the same total mass (balanced OT); got sum(a)={sa!r}, "
                              f"sum(b)={sb!r} (relative tolerance {rtol:g})")
-        if not np.isfinite(np.max(np.abs(M)) / self.reg):
+        if not np.isfinite(max(float(M.max()), -float(M.min())) / self.reg):   # max |M|, no temporary
             raise ValueError(f"reg={reg!r} is too small to represent M / reg in float64")
         self.a, self.b, self.M = a, b, M
         self.n, self.m = n, m
