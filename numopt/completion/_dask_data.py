@@ -16,8 +16,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .._validation import check_int, check_positive
+from .._validation import check_int
 from ..problems import Problem
+from ._problem import check_shape_rank_reg
 
 __all__ = ["DaskMatrixCompletion", "Block", "read_partition"]
 
@@ -155,12 +156,6 @@ def _from_arrays(rows, cols, vals):
 # --------------------------------------------------------------------------------------------------
 # the problem
 # --------------------------------------------------------------------------------------------------
-def _check_shape(shape):
-    if not isinstance(shape, (tuple, list)) or len(shape) != 2:
-        raise ValueError(f"shape must be a pair (m, n); got {shape!r}")
-    return check_int(shape[0], "shape[0]", min_value=1), check_int(shape[1], "shape[1]", min_value=1)
-
-
 class DaskMatrixCompletion(Problem):
     r"""Matrix completion whose observed entries live on a Dask cluster.
 
@@ -207,12 +202,8 @@ class DaskMatrixCompletion(Problem):
 
     def __init__(self, source, shape, rank, reg=0.0, *, dtype=np.float64, columns=_COLUMNS, row_blocks=None,
                  col_blocks=None, n_partitions=4, truth=None):
-        self.shape = _check_shape(shape)
+        self.shape, self.rank, self.reg = check_shape_rank_reg(shape, rank, reg)
         m, n = self.shape
-        self.rank = check_int(rank, "rank", min_value=1)
-        if self.rank >= min(m, n):
-            raise ValueError(f"rank must be < min(m, n) = {min(m, n)}; got {self.rank}")
-        self.reg = check_positive(reg, "reg", strict=False)
         dtype = np.dtype(dtype)
         if dtype not in (np.float32, np.float64):
             raise TypeError(f"dtype must be float32 or float64; got {dtype}")

@@ -10,12 +10,17 @@ from ..problems import Problem
 __all__ = ["MatrixCompletion", "observed_from_dense", "observed_from_sparse"]
 
 
-def _check_shape(shape):
+def check_shape_rank_reg(shape, rank, reg):
+    """The checked ``((m, n), rank, reg)`` every completion problem starts from (``1 <= rank < min(m, n)``,
+    ``reg >= 0``)."""
     if not isinstance(shape, (tuple, list)) or len(shape) != 2:
         raise ValueError(f"shape must be a pair (m, n); got {shape!r}")
     m = check_int(shape[0], "shape[0]", min_value=1)
     n = check_int(shape[1], "shape[1]", min_value=1)
-    return m, n
+    rank = check_int(rank, "rank", min_value=1)
+    if rank >= min(m, n):
+        raise ValueError(f"rank must be < min(m, n) = {min(m, n)}; got {rank}")
+    return (m, n), rank, check_positive(reg, "reg", strict=False)
 
 
 def observed_from_dense(X, name="X"):
@@ -106,12 +111,8 @@ class MatrixCompletion(Problem):
     """
 
     def __init__(self, rows, cols, values, shape, rank, reg=0.0, *, truth=None):
-        self.shape = _check_shape(shape)
+        self.shape, self.rank, self.reg = check_shape_rank_reg(shape, rank, reg)
         m, n = self.shape
-        self.rank = check_int(rank, "rank", min_value=1)
-        if self.rank >= min(m, n):
-            raise ValueError(f"rank must be < min(m, n) = {min(m, n)}; got {self.rank}")
-        self.reg = check_positive(reg, "reg", strict=False)
         values = as_float_array(values, "values", ndim=1, min_size=1)
         rows = check_indices(rows, "rows", m)
         cols = check_indices(cols, "cols", n)
