@@ -148,8 +148,7 @@ def minimize_bcd(problem, x0=None, *, callback=None, selection="auto", partition
     if partition == "auto":
         # measured: cycling a fixed two-forest partition beats fresh greedy forests by orders of magnitude on
         # sparse graphs; an explicit greedy selection rule asks for greedy (variable) forests
-        p_q = problem.Q.shape[0] if quad else 0
-        sparse_graph = quad and problem.Q.nnz <= min(32 * p_q, p_q * p_q / 4)
+        sparse_graph = quad and problem.Q.nnz <= min(32 * problem.Q.shape[0], problem.Q.shape[0] ** 2 / 4)
         partition = ("tree" if sparse_graph and update in ("auto", "tree-newton") and selection in ("auto", "cyclic")
                      else "variable")
     if selection == "auto":
