@@ -27,6 +27,7 @@ from numba.extending import intrinsic
 
 __all__ = ["fexp", "neg_scaled_cost", "sinkhorn_block", "dual_pass", "log2_histogram", "key_threshold",
            "hs_matvec", "pcg_jacobi", "N_KEYS", "absorb", "scaled_pass", "extract_scaled", "filter_candidates", "pattern_sums",
+           "window_counts", "value_histogram", "filter_pattern",
            "finalize_plan", "col_lse_cost"]
 
 _FM = {"reassoc", "contract", "nsz", "arcp"}     # no "nnan"/"ninf": inf and NaN must survive as values
@@ -472,13 +473,17 @@ def _row_max_exponent(M, i, inv, lv):
 
 
 @_twins(_FM)
-def _absorb_impl(M, inv, lu, lv, a, B, lu0, S, rs, acc_s, acc_u, start_cols):
+def _absorb_impl(M, inv, lu, lv, a, B, lu0, S, rs, acc_s, acc_u, start_cols, thr, cap, rowcnt, ccols, cvals, ovf):
     n, m = M.shape
     nchunk = acc_s.shape[0]
     for t in prange(nchunk):
         lo, hi = _rows_of(t, n, nchunk)
         _zero_chunk(t, acc_s, acc_s, acc_s, False)
         _zero_chunk(t, acc_u, acc_u, acc_u, False)
+        if thr > 0.0:
+            ovf[t] = 0
+        q = cap[t]
+        end = cap[t + 1]
         i0 = lo
         for i in range(lo, hi):
             mx = _row_max_exponent(M, i, inv, lv)
@@ -490,6 +495,20 @@ def _absorb_impl(M, inv, lu, lv, a, B, lu0, S, rs, acc_s, acc_u, start_cols):
             lu0[i] = -mx
             S[i] = s
             rs[i] = fexp(lu[i] + mx) * s
+            if thr > 0.0:
+                # the candidates B_ij >= thr, while the row is in cache (a separate loop keeps the
+                # exponentials above vectorised)
+                q0 = q
+                for j in range(m):
+                    bij = B[i, j]
+                    if bij >= thr:
+                        if q < end:
+                            ccols[q] = j
+                            cvals[q] = bij
+                            q += 1
+                        else:
+                            ovf[t] = 1
+                rowcnt[i] = q - q0
             if i - i0 == 3 or i == hi - 1:
                 # column sums four rows at a time (rows still in cache): each sum read/written once
                 _axpy_rows(B, i0, i + 1, a, S, acc_u, t)
@@ -527,7 +546,7 @@ _absorb_par, _absorb_ser = _absorb_impl
 
 
 @njit(cache=True, nogil=True)
-def absorb(M, inv, lu, lv, a, B, lu0, S, rs, acc_s, acc_u, start_cols=True):
+def absorb(M, inv, lu, lv, a, B, lu0, S, rs, acc_s, acc_u, start_cols, thr, cap, rowcnt, ccols, cvals, ovf):
     """One pass over M: the base matrix B of the point (lu, lv) and the sums SNS needs there.
 
     Writes ``B_ij = exp(lv_j - M_ij*inv - mx_i)`` with ``mx_i = max_j(lv_j - M_ij*inv)`` (so every row of
@@ -535,12 +554,69 @@ def absorb(M, inv, lu, lv, a, B, lu0, S, rs, acc_s, acc_u, start_cols=True):
     ``u = exp(lu - lu0)``), ``acc_s[t]`` = column sums of ``diag(u) B`` over row chunk t (plan column sums
     at (lu, lv); only with ``start_cols``, else zeros), and ``acc_u[t]`` = the same with ``u = a / S``
     (after an exact Sinkhorn row update).
+    With ``thr > 0`` it also collects the *candidates* ``B_ij >= thr`` as (column, B_ij) in row order,
+    chunk t into ``ccols/cvals[cap[t]:cap[t+1]]``, row i's count into ``rowcnt[i]``, and sets
+    ``ovf[t] = 1`` when chunk t ran out of room (as ``scaled_pass``).
     The base potentials are ``(lu0, lv)``. ``rs``/``acc_s`` may overflow for a wild start point.
     """
     if M.size >= _PAR_MIN:
-        _absorb_par(M, inv, lu, lv, a, B, lu0, S, rs, acc_s, acc_u, start_cols)
+        _absorb_par(M, inv, lu, lv, a, B, lu0, S, rs, acc_s, acc_u, start_cols, thr, cap, rowcnt, ccols, cvals,
+                    ovf)
     else:
-        _absorb_ser(M, inv, lu, lv, a, B, lu0, S, rs, acc_s, acc_u, start_cols)
+        _absorb_ser(M, inv, lu, lv, a, B, lu0, S, rs, acc_s, acc_u, start_cols, thr, cap, rowcnt, ccols, cvals,
+                    ovf)
+
+
+@njit(cache=True, nogil=True)
+def window_counts(M, inv, lv, step, width):
+    """Entries of every ``step``-th row by their distance below the row maximum of the exponent
+    ``lv_j - M_ij*inv``: ``out[k]`` counts distances in ``[k, k+1)`` for ``k < width`` (a sample that
+    sizes the candidate window of ``absorb`` before the pass)."""
+    n, m = M.shape
+    out = np.zeros(width, dtype=np.int64)
+    for i in range(0, n, step):
+        mx = _row_max_exponent(M, i, inv, lv)
+        for j in range(m):
+            d = mx - (lv[j] - M[i, j] * inv)
+            if d < width:
+                out[int(d)] += 1
+    return out
+
+
+@njit(cache=True, nogil=True)
+def value_histogram(vals):
+    """Histogram of nonnegative values by key (as ``log2_histogram``): ``(count, mass)``, length N_KEYS."""
+    count = np.zeros(N_KEYS, dtype=np.int64)
+    mass = np.zeros(N_KEYS)
+    for k in range(vals.shape[0]):
+        p = vals[k]
+        key = _f64_as_i64(p) >> _KEY_SHIFT
+        count[key] += 1
+        mass[key] += p
+    return count, mass
+
+
+@njit(cache=True, nogil=True)
+def filter_pattern(indptr, indices, bvals, vals, rho):
+    """The sub-pattern ``vals >= rho`` of a CSR pattern ``(indptr, indices, bvals)``, as CSR."""
+    n = indptr.shape[0] - 1
+    sub_ptr = np.empty(n + 1, dtype=np.int64)
+    sub_ptr[0] = 0
+    keep = 0
+    for k in range(vals.shape[0]):
+        if vals[k] >= rho:
+            keep += 1
+    sub_ind = np.empty(keep, dtype=np.int64)
+    sub_b = np.empty(keep)
+    q = 0
+    for i in range(n):
+        for k in range(indptr[i], indptr[i + 1]):
+            if vals[k] >= rho:
+                sub_ind[q] = indices[k]
+                sub_b[q] = bvals[k]
+                q += 1
+        sub_ptr[i + 1] = q
+    return sub_ptr, sub_ind, sub_b
 
 
 @njit(inline="always", fastmath=_FM)

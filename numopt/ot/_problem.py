@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._validation import as_float_array, check_positive
+from .._validation import as_float_array, check_finite, check_positive
 from ..problems import Problem
 
 __all__ = ["OptimalTransport"]
@@ -59,7 +59,8 @@ class OptimalTransport(Problem):
     """
 
     def __init__(self, a, b, M, reg):
-        M = as_float_array(M, "M", ndim=2)
+        # finiteness is checked below from min and max (they propagate NaN): two passes over M, not four
+        M = as_float_array(M, "M", ndim=2, allow_nan=True, allow_inf=True)
         if 0 in M.shape:
             raise ValueError(f"M must be non-empty; got shape {M.shape}")
         n, m = M.shape
@@ -75,7 +76,10 @@ class OptimalTransport(Problem):
         if abs(sa - sb) > rtol * sa:
             raise ValueError(f"a and b must have the same total mass (balanced OT); got sum(a)={sa!r}, "
                              f"sum(b)={sb!r} (relative tolerance {rtol:g})")
-        if not np.isfinite(max(float(M.max()), -float(M.min())) / self.reg):   # max |M|, no temporary
+        lo, hi = float(M.min()), float(M.max())
+        if not (np.isfinite(lo) and np.isfinite(hi)):
+            check_finite(M, "M")                              # raises, naming NaN or inf
+        if not np.isfinite(max(hi, -lo) / self.reg):         # max |M|, no temporary
             raise ValueError(f"reg={reg!r} is too small to represent M / reg in float64")
         self.a, self.b, self.M = a, b, M
         self.n, self.m = n, m

@@ -99,14 +99,16 @@ def select_threshold(count, mass, rule, value, n, m, density_max):
         q = int(np.searchsorted(cnt, target, side="left"))
     q = min(q, cnt.size - 1)
     floor = min(n + m, n * m)
-    if cnt[q] < floor:
-        q = int(np.searchsorted(cnt, floor, side="left"))
+    if cnt[q] < floor:                   # (a histogram of candidates may hold fewer: keep them all)
+        q = min(int(np.searchsorted(cnt, floor, side="left")), cnt.size - 1)
     cap = max(density_max * n * m, 1.0)
     if cnt[q] > cap:
         q = max(int(np.searchsorted(cnt, cap, side="right")) - 1, int(np.flatnonzero(cnt)[0]))
     return kern.N_KEYS - 1 - q, int(cnt[q])
 
 
+_WINDOW_MAX = 40.0   # candidates: B_ij >= e^-40 of the row maximum (non-candidates hold < e^-40 sum(u) sum(v))
+_WINDOW_MIN = 30.0   # narrower windows leave too loose a bound; the dense passes are used instead
 _SAFE_LOG = 300.0     # max(log u) + max(log v) allowed on the base B (entries that underflowed stay < e^-408)
 _TINY_COL = 1e-290    # a column sum of diag(u) B below this is recomputed exactly in the log domain
 
@@ -118,7 +120,7 @@ class _Scaled:
     where ``(lu0, lv0)`` are the base potentials of B. Counts the passes over the n x m data.
     """
 
-    def __init__(self, problem, floor_frac=1e-9, density_max=0.1):
+    def __init__(self, problem, floor_frac=1e-9, density_max=0.1, window=_WINDOW_MAX):
         self.M = np.ascontiguousarray(problem.M_red)
         self.inv = 1.0 / problem.reg
         n, m = self.M.shape
@@ -143,6 +145,12 @@ class _Scaled:
         # histogram floor: the entries below it hold < floor_frac of the mass together (every rule keeps
         # more than that), so they may share one bin
         self.floor = floor_frac * problem.mass / (n * m)
+        # candidates of the base B (entries within e^-window of their row maximum, collected by the
+        # exponential pass) as CSR, and that threshold; None when they did not fit the room
+        self.window = window
+        self.win = None              # the window in use, chosen from a sample at the first absorb
+        self.cand, self.cand_eps = None, 0.0
+        self.cand_limit = 0.0        # most mass allowed outside the candidates (set by the solver)
         self.passes = {"absorb": 0, "sweep": 0, "rc": 0, "hist": 0, "extract": 0, "final": 0}
         self.seconds = dict.fromkeys(list(self.passes) + ["cg"], 0.0)
 
@@ -153,15 +161,50 @@ class _Scaled:
             self.passes[kind] += 1
 
     def absorb(self, lu, lv, start_cols=False):
-        """New base at (lu, lv) (one pass with exponentials). Returns the plan's ``(r, c)`` there (``c``
-        only with ``start_cols``, else zeros) and the column sums ``c_upd`` after an exact row update
-        (``lu0 + log(a / S)``)."""
+        """New base at (lu, lv) (one pass with exponentials), collecting the candidates of B. Returns the
+        plan's ``(r, c)`` there (``c`` only with ``start_cols``, else zeros) and the column sums ``c_upd``
+        after an exact row update (``lu0 + log(a / S)``)."""
         t0 = time.perf_counter()
+        if self.win is None:
+            self.win = self._choose_window(lv)
+        thr = float(np.exp(-self.win)) if self.win > 0 else 0.0
         kern.absorb(self.M, self.inv, lu, lv, self.a, self.B, self.lu0, self.S, self.rs, self.acc, self.acc2,
-                    start_cols)
+                    start_cols, thr, self.cap, self.rowcnt, self.ccols, self.cvals, self.ovf)
         self.lv0[:] = lv
+        self.cand, self.cand_eps = None, 0.0
+        if thr > 0 and not self.ovf.any():
+            n, m = self.B.shape
+            self.cand = kern.filter_candidates(self.cap, self.rowcnt, self.ccols, self.cvals, np.ones(n),
+                                               np.ones(m), 0.0)
+            self.cand_eps = thr
         self.tick("absorb", t0)
         return self.rs.copy(), self.acc.sum(0), self.acc2.sum(0)
+
+    def _choose_window(self, lv):
+        """The widest window in [_WINDOW_MIN, window] whose candidates fill at most half the room,
+        estimated on a sample of rows; 0 (no candidates) if none does."""
+        if self.window <= 0:
+            return 0.0
+        n = self.M.shape[0]
+        step = max(1, n // 32)
+        width = int(np.ceil(self.window))
+        counts = kern.window_counts(self.M, self.inv, lv, step, width)
+        est = np.cumsum(counts) * (n / len(range(0, n, step)))    # est[k]: entries with distance < k + 1
+        room = 0.5 * self.ccols.size
+        for w in range(int(np.floor(self.window)), int(np.ceil(min(_WINDOW_MIN, self.window))) - 1, -1):
+            if w >= 1 and est[w - 1] <= room:
+                return float(w)
+        return 0.0
+
+    def cand_sums(self, lu, lv):
+        """Candidate values at (lu, lv) with their row/column sums, and the rigorous upper bounds of the
+        rest of each row and column sum (every non-candidate B_ij is below ``cand_eps``)."""
+        u, v = self.scalings(lu, lv)
+        vals, cr, cc = kern.pattern_sums(*self.cand, u, v)
+        with np.errstate(over="ignore", invalid="ignore"):
+            rest_r = u * (self.cand_eps * v.sum())
+            rest_c = v * (self.cand_eps * u.sum())
+        return vals, cr, cc, rest_r, rest_c
 
     def scalings(self, lu, lv):
         with np.errstate(over="ignore"):
@@ -255,7 +298,8 @@ class _Scaled:
 
 
 def minimize_sns(problem, x0=None, *, callback=None, maxiter=1000, tol=1e-9, n_sinkhorn=20, switch_err=0.3,
-                 check_every=1, sparsity=("mass", 1e-5), density_max=0.1, reselect=10.0, refresh_ratio=0.5,
+                 check_every=1, sparsity=("mass", 1e-5), density_max=0.1, candidate_window=40.0, reselect=10.0,
+                 refresh_ratio=0.5,
                  cg_rtol=None,
                  cg_maxiter=None, ls_armijo=1e-4, ls_min_step=1e-6, fallback_sweeps=10, verbose=False,
                  progress=False, warn=True):
@@ -291,6 +335,14 @@ def minimize_sns(problem, x0=None, *, callback=None, maxiter=1000, tol=1e-9, n_s
         count is floored at ``n + m``.
     density_max : float
         Cap on the fraction of entries of P kept (0 < density_max <= 1).
+    candidate_window : float
+        The exponential pass collects the *candidates*, the entries of the base matrix B (see the module
+        docstring) within ``exp(-candidate_window)`` of their row maximum (every non-candidate holds less
+        than that, so their total mass at any point is rigorously bounded). While that bound stays below
+        a tenth of the mass the sparsity rule drops, patterns and the marginal references of the Newton
+        stage come from the candidates in O(#candidates) instead of dense passes, and Newton starts
+        after the first sweep if its bounded error is already ``<= switch_err * sum(a)``. The window is
+        narrowed (not below 30) to fit ``density_max`` on a sample of rows; ``0`` disables candidates.
     reselect : float
         The sparsity pattern is kept across Newton steps (its values are updated exactly) until the mass
         it drops exceeds ``reselect`` times the mass dropped when it was chosen (floor 1e-12 of the total);
@@ -330,6 +382,9 @@ def minimize_sns(problem, x0=None, *, callback=None, maxiter=1000, tol=1e-9, n_s
     switch_err = check_positive(switch_err, "switch_err", strict=False)
     rule, value = _check_sparsity(sparsity)
     density_max = check_positive(density_max, "density_max")
+    candidate_window = check_positive(candidate_window, "candidate_window", strict=False)
+    if candidate_window > 700:
+        raise ValueError(f"candidate_window must be <= 700 (exp(-window) must not underflow); got {candidate_window!r}")
     if density_max > 1:
         raise ValueError(f"density_max must be <= 1; got {density_max!r}")
     reselect = check_positive(reselect, "reselect", strict=False)
@@ -347,7 +402,10 @@ def minimize_sns(problem, x0=None, *, callback=None, maxiter=1000, tol=1e-9, n_s
     n, m = lu.size, lv.size
     N = n + m
     cg_maxiter = N if cg_maxiter is None else cg_maxiter
-    sc = _Scaled(problem, floor_frac=1e-3 * value if rule == "mass" else 1e-9, density_max=density_max)
+    sc = _Scaled(problem, floor_frac=1e-3 * value if rule == "mass" else 1e-9, density_max=density_max,
+                 window=candidate_window)
+    # the candidates serve while the mass outside them is far below what the sparsity rule drops
+    sc.cand_limit = (0.1 * value if rule == "mass" else 1e-7) * problem.mass
     a, b = sc.a, sc.b
     mon = Monitor("sns", callback=callback, verbose=verbose, progress=progress, maxiter=maxiter, log_every=1)
 
@@ -362,7 +420,7 @@ def minimize_sns(problem, x0=None, *, callback=None, maxiter=1000, tol=1e-9, n_s
 
     # --- 1. Sinkhorn stage: one pass with exponentials builds B, then one pass over B per sweep -----------
     nit = nit_sk = 0
-    state = ref = None
+    state = ref = newton = None
     # the start point's marginals and the row update's columns; the start's column sums are only
     # needed where its row error is already small, or for Newton from the start (n_sinkhorn = 0)
     r, c, c_upd = sc.absorb(lu, lv, start_cols=n_sinkhorn == 0 or maxiter == 0)
@@ -380,9 +438,22 @@ def minimize_sns(problem, x0=None, *, callback=None, maxiter=1000, tol=1e-9, n_s
             sc.absorb(lu, lv)
         nit = nit_sk = 1
         prev = np.inf
+        if sc.cand is not None:
+            # the exponential pass collected the candidates: the error here is known within a tiny
+            # bound without a pass, and Newton may start right away
+            newton = _Newton.from_candidates(sc, lu, lv, rule, value, density_max)
+        if newton is not None:
+            vals, r, c, bound = newton.estimate(lu, lv)
+            prev = l1(r, c) + bound
+            if prev <= switch_err * problem.mass:
+                if report(prev, 1, stage=0):
+                    state = "stopped"
+                n_sinkhorn = 1                   # the stage ends here
         while nit_sk < n_sinkhorn and nit < maxiter:
             # a sweep that may be the last one also collects the histogram and the pattern candidates
-            collect = nit_sk == 1 or nit_sk + 1 == n_sinkhorn or prev <= 3 * switch_err * problem.mass
+            # (unless the base has candidates)
+            collect = newton is None and (nit_sk == 1 or nit_sk + 1 == n_sinkhorn
+                                          or prev <= 3 * switch_err * problem.mass)
             lu_new, lv_new, err, ref = sc.sweep(lu, lv, collect)   # err: of (lu, lv); columns exact
             if not np.isfinite(err):
                 state = "breakdown"
@@ -408,14 +479,22 @@ def minimize_sns(problem, x0=None, *, callback=None, maxiter=1000, tol=1e-9, n_s
     nit_newton = n_fallback = nit_fb_sweeps = 0
     cg_iters, density = [], []
     bound = 0.0
-    if state is None and ref is not None and nit > 0:
+    if nit_sk > 1:
+        newton = None                    # one made before the sweeps is out of date
+    if state is None and newton is None and sc.cand is not None:
+        newton = _Newton.from_candidates(sc, lu, lv, rule, value, density_max)
+    if state is None and newton is not None:
+        vals, r, c, bound = newton.estimate(lu, lv)
+        err = l1(r, c)
+        if not (bound <= refresh_ratio * err):
+            vals, r, c, bound = newton.refresh(lu, lv, reselect=False, dense=True)
+    elif state is None and ref is not None and nit > 0:
         # the last sweep took the histogram and candidates at its reference point: no pass needed
         newton = _Newton(sc, *ref, rule, value, density_max)
         vals, r, c, bound = newton.estimate(lu, lv)
         err = l1(r, c)
         if not (bound <= refresh_ratio * err):
-            r, c, vals = newton.refresh(lu, lv, reselect=False)
-            bound = 0.0
+            vals, r, c, bound = newton.refresh(lu, lv, reselect=False)
     elif state is None:
         r, c = sc.rc(lu, lv, hist=True)
         newton = _Newton(sc, lu, lv, r, c, rule, value, density_max)
@@ -432,7 +511,9 @@ def minimize_sns(problem, x0=None, *, callback=None, maxiter=1000, tol=1e-9, n_s
         gnorm = float(np.sqrt(g @ g))
         indptr, indices, _ = newton.pattern
         ridge = 1e-12 * max(float(r.max()), float(c.max()))
-        rtol = cg_rtol if cg_rtol is not None else min(0.1, np.sqrt(gnorm))
+        # forcing term sqrt(||g||) (superlinear), relaxed when the step only has to close the last gap
+        # to tol: the linear model then needs to reduce the error by tol/err, not to zero
+        rtol = cg_rtol if cg_rtol is not None else min(0.1, max(np.sqrt(gnorm), 0.25 * tol / err))
         t0 = time.perf_counter()
         dz, it_cg, _ = kern.pcg_jacobi(indptr, indices, vals, r, c, ridge, g, rtol, cg_maxiter)
         sc.tick("cg", t0, count=False)
@@ -485,10 +566,12 @@ def minimize_sns(problem, x0=None, *, callback=None, maxiter=1000, tol=1e-9, n_s
         err = l1(r, c)
         # a dense pass when the estimate is not good enough: stale pattern, loose bound, or to confirm
         if err + bound > tol and (newton.stale(reselect) or bound > refresh_ratio * err):
-            r, c, vals = newton.refresh(lu, lv, reselect=newton.stale(reselect))
-            f = float(a @ lu + b @ lv - r.sum())
-            bound = 0.0
+            vals, r, c, bound = newton.refresh(lu, lv, reselect=newton.stale(reselect))
             err = l1(r, c)
+            if err + bound > tol and bound > refresh_ratio * err:     # the candidates' bound is too loose
+                vals, r, c, bound = newton.refresh(lu, lv, reselect=False, dense=True)
+                err = l1(r, c)
+            f = float(a @ lu + b @ lv - r.sum())
         cg_iters.append(it_cg)
         density.append(dens)
         stop = report(err, nstep, stage=stage, step=alpha, cg_iters=it_cg, density=dens, err_bound=bound)
@@ -520,45 +603,92 @@ def minimize_sns(problem, x0=None, *, callback=None, maxiter=1000, tol=1e-9, n_s
 
 
 class _Newton:
-    """The sparsity pattern of the Newton stage and the marginal estimates between dense passes.
+    """The sparsity pattern of the Newton stage and the marginal estimates between references.
 
-    At the reference point (the last dense pass) the off-pattern row and column sums ``o_r``, ``o_c``
-    are exact. At a point whose scalings differ from the reference by ``exp(du)``, ``exp(dv)``, the
-    off-pattern part of row i is ``exp(du_i) * sum_{j off} P_ij exp(dv_j)``, i.e. between
-    ``exp(du_i) o_r,i exp(min dv)`` and the same with ``max dv``: the midpoint is the estimate and the
-    half-width the error bound (columns alike). The bounds of all rows and columns add up to ``bound``,
-    so the true L1 error is within ``bound`` of the estimated one.
+    At the reference point the off-pattern row and column sums are known within intervals
+    ``[o_lo, o_hi]``: exactly after a dense pass (``o_lo = o_hi``), or, from the candidates of the base
+    (see ``_Scaled.absorb``), exactly on the candidates plus at most the rigorous bound of the rest. At a
+    point whose scalings differ from the reference by ``exp(du)``, ``exp(dv)``, the off-pattern part of row
+    i is ``exp(du_i) * sum_{j off} P_ij exp(dv_j)``, i.e. between ``exp(du_i) o_lo,i exp(min dv)`` and
+    ``exp(du_i) o_hi,i exp(max dv)``: the midpoint is the estimate and the half-width the error bound
+    (columns alike). The bounds of all rows and columns add up to ``bound``, so the true L1 error is
+    within ``bound`` of the estimated one.
     """
 
-
     def __init__(self, sc, lu, lv, r, c, rule, value, density_max):
+        """Pattern chosen at the last histogram pass, reference = a dense pass at (lu, lv) with sums r, c."""
         self.sc, self.rule, self.value, self.density_max = sc, rule, value, density_max
         self.pattern = sc.select(rule, value, density_max)   # at the last histogram: (lu, lv)
-        self._reference(lu, lv, r, c)
+        self.from_cand = False
+        self._dense_reference(lu, lv, r, c)
         self.drop0 = self.dropped_now = self.dropped
         self.valid = True
 
-    def _reference(self, lu, lv, r, c):
-        u, v = self.sc.scalings(lu, lv)
-        self.vals, pr, pc = kern.pattern_sums(*self.pattern, u, v)
+    @classmethod
+    def from_candidates(cls, sc, lu, lv, rule, value, density_max):
+        """Pattern and reference from the candidates of the base at (lu, lv): no dense pass."""
+        self = cls.__new__(cls)
+        self.sc, self.rule, self.value, self.density_max = sc, rule, value, density_max
+        if not self._candidate_reference(lu, lv, reselect=True):
+            return None
+        self.drop0 = self.dropped_now = self.dropped
+        self.valid = True
+        return self
+
+    def _set_reference(self, lu, lv, vals, pr, pc, or_lo, or_hi, oc_lo, oc_hi):
+        self.vals, self.pr, self.pc = vals, pr, pc
         self.lu, self.lv = lu.copy(), lv.copy()
-        self.o_r = np.maximum(r - pr, 0.0)
-        self.o_c = np.maximum(c - pc, 0.0)
-        self.dropped = self.o_r.sum() / r.sum()
+        self.or_lo, self.or_hi, self.oc_lo, self.oc_hi = or_lo, or_hi, oc_lo, oc_hi
+        off = 0.5 * float(or_lo.sum() + or_hi.sum())
+        self.dropped = off / (float(pr.sum()) + off)
+
+    def _dense_reference(self, lu, lv, r, c):
+        u, v = self.sc.scalings(lu, lv)
+        vals, pr, pc = kern.pattern_sums(*self.pattern, u, v)
+        o_r = np.maximum(r - pr, 0.0)
+        o_c = np.maximum(c - pc, 0.0)
+        self._set_reference(lu, lv, vals, pr, pc, o_r, o_r, o_c, o_c)
+
+    def _candidate_reference(self, lu, lv, reselect):
+        """Reference (and pattern, with ``reselect``) from the candidates; False, with nothing changed,
+        when the mass outside the candidates may exceed ``cand_limit`` (then they may miss entries
+        that a pattern must hold: the scalings moved too far from the base)."""
+        sc = self.sc
+        cvals, cr, cc, rest_r, rest_c = sc.cand_sums(lu, lv)
+        if not float(rest_r.sum()) <= sc.cand_limit:
+            return False
+        if reselect:
+            n, m = sc.B.shape
+            count, mass = kern.value_histogram(cvals)
+            key, _ = select_threshold(count, mass, self.rule, self.value, n, m, self.density_max)
+            self.pattern = kern.filter_pattern(*sc.cand, cvals, kern.key_threshold(key))
+            self.from_cand = True
+        u, v = sc.scalings(lu, lv)
+        vals, pr, pc = kern.pattern_sums(*self.pattern, u, v)
+        or_lo = np.maximum(cr - pr, 0.0)
+        oc_lo = np.maximum(cc - pc, 0.0)
+        self._set_reference(lu, lv, vals, pr, pc, or_lo, or_lo + rest_r, oc_lo, oc_lo + rest_c)
+        return True
 
     def estimate(self, lu, lv):
         """``(pattern values, r, c, bound)`` at (lu, lv), in O(nnz + n + m)."""
-        u, v = self.sc.scalings(lu, lv)
-        vals, pr, pc = kern.pattern_sums(*self.pattern, u, v)
-        du, dv = lu - self.lu, lv - self.lv
+        if np.array_equal(lu, self.lu) and np.array_equal(lv, self.lv):     # at the reference itself
+            vals, pr, pc = self.vals, self.pr, self.pc
+            eu = ev = lo_u = hi_u = lo_v = hi_v = 1.0
+        else:
+            u, v = self.sc.scalings(lu, lv)
+            vals, pr, pc = kern.pattern_sums(*self.pattern, u, v)
+            du, dv = lu - self.lu, lv - self.lv
+            with np.errstate(over="ignore", invalid="ignore"):
+                lo_u, hi_u = np.exp(du.min()), np.exp(du.max())
+                lo_v, hi_v = np.exp(dv.min()), np.exp(dv.max())
+                eu, ev = np.exp(du), np.exp(dv)
         with np.errstate(over="ignore", invalid="ignore"):
-            lo_u, hi_u = np.exp(du.min()), np.exp(du.max())
-            lo_v, hi_v = np.exp(dv.min()), np.exp(dv.max())
-            wr = self.o_r * np.exp(du)
-            wc = self.o_c * np.exp(dv)
-            r = pr + wr * (0.5 * (lo_v + hi_v))
-            c = pc + wc * (0.5 * (lo_u + hi_u))
-            bound = float(wr.sum() * (0.5 * (hi_v - lo_v)) + wc.sum() * (0.5 * (hi_u - lo_u)))
+            r_lo, r_hi = eu * self.or_lo * lo_v, eu * self.or_hi * hi_v
+            c_lo, c_hi = ev * self.oc_lo * lo_u, ev * self.oc_hi * hi_u
+            r = pr + 0.5 * (r_lo + r_hi)
+            c = pc + 0.5 * (c_lo + c_hi)
+            bound = 0.5 * float((r_hi - r_lo).sum() + (c_hi - c_lo).sum())
             self.dropped_now = float((r.sum() - pr.sum()) / r.sum())
         return vals, r, c, bound
 
@@ -569,14 +699,23 @@ class _Newton:
     def stale(self, reselect):
         return not self.valid or self.dropped_now > max(reselect * self.drop0, 1e-12)
 
-    def refresh(self, lu, lv, reselect):
-        """A dense pass at (lu, lv), which becomes the reference (with a new pattern if ``reselect``)."""
-        r, c = self.sc.rc(lu, lv, hist=reselect)
-        if reselect:
-            self.pattern = self.sc.select(self.rule, self.value, self.density_max)
-        self._reference(lu, lv, r, c)
+    def refresh(self, lu, lv, reselect, dense=False):
+        """A new reference at (lu, lv) (with a new pattern if ``reselect``): from the candidates of the
+        base when there are any (no dense pass), else, or with ``dense``, a dense pass.
+        Returns ``estimate(lu, lv)`` there."""
+        done = False
+        if self.sc.cand is not None and not dense:
+            pick = reselect or not self.from_cand            # a pattern of candidates only
+            done = self._candidate_reference(lu, lv, pick)
+            reselect = pick if done else reselect
+        if not done:
+            r, c = self.sc.rc(lu, lv, hist=reselect)
+            if reselect:
+                self.pattern = self.sc.select(self.rule, self.value, self.density_max)
+                self.from_cand = False
+            self._dense_reference(lu, lv, r, c)
         if reselect:
             self.drop0 = self.dropped
             self.valid = True
         self.dropped_now = self.dropped
-        return r, c, self.vals
+        return self.estimate(lu, lv)

@@ -237,8 +237,13 @@ def test_absorb_matches_numpy(twin, nchunk):
     n, m = M.shape
     B, lu0, S, rs = np.empty((n, m)), np.empty(n), np.empty(n), np.empty(n)
     acc_s, acc_u = np.empty((nchunk, m)), np.empty((nchunk, m))
+    room = n * m
+    cap = np.array([t * room // nchunk for t in range(nchunk + 1)])
+    rowcnt, ccols, cvals, ovf = np.zeros(n, dtype=np.int64), np.empty(room, dtype=np.int64), np.empty(room), \
+        np.zeros(nchunk, dtype=np.int64)
+    thr = np.exp(-3.0)
     fn = {"par": kern._absorb_par, "ser": kern._absorb_ser, "dispatch": kern.absorb}[twin]
-    fn(M, inv, lu, lv, a, B, lu0, S, rs, acc_s, acc_u, True)
+    fn(M, inv, lu, lv, a, B, lu0, S, rs, acc_s, acc_u, True, thr, cap, rowcnt, ccols, cvals, ovf)
     E = lv[None, :] - M * inv
     mx = E.max(1)
     np.testing.assert_allclose(B, np.exp(E - mx[:, None]), rtol=1e-14)
@@ -250,8 +255,22 @@ def test_absorb_matches_numpy(twin, nchunk):
     np.testing.assert_allclose(acc_s.sum(0), P.sum(0), rtol=1e-12)
     lu_upd = np.log(a) - logsumexp(E, axis=1)           # exact Sinkhorn row update
     np.testing.assert_allclose(acc_u.sum(0), np.exp(lu_upd[:, None] + E).sum(0), rtol=1e-12)
-    fn(M, inv, lu, lv, a, B, lu0, S, rs, acc_s, acc_u, False)
-    assert np.all(acc_s == 0)
+    # the candidates B_ij >= thr, in row order, compacted to CSR
+    assert not ovf.any()
+    np.testing.assert_array_equal(rowcnt, (B >= thr).sum(1))
+    indptr, indices, bvals = kern.filter_candidates(cap, rowcnt, ccols, cvals, np.ones(n), np.ones(m), 0.0)
+    rows, cols = np.nonzero(B >= thr)
+    np.testing.assert_array_equal(indices, cols)
+    np.testing.assert_array_equal(np.diff(indptr), np.bincount(rows, minlength=n))
+    np.testing.assert_array_equal(bvals, B[rows, cols])
+    # without a threshold nothing is collected; without start_cols no start column sums
+    rowcnt[:] = -1
+    fn(M, inv, lu, lv, a, B, lu0, S, rs, acc_s, acc_u, False, 0.0, cap, rowcnt, ccols, cvals, ovf)
+    assert np.all(acc_s == 0) and np.all(rowcnt == -1)
+    # a chunk without room flags an overflow
+    tiny = np.array([t * 3 // nchunk for t in range(nchunk + 1)])
+    fn(M, inv, lu, lv, a, B, lu0, S, rs, acc_s, acc_u, False, 1e-300, tiny, rowcnt, ccols, cvals, ovf)
+    assert ovf.all()
     j = 5
     assert kern.col_lse_cost(M, inv, lu, j) == pytest.approx(logsumexp(lu - M[:, j] * inv), rel=1e-13)
 
@@ -328,3 +347,33 @@ def test_finalize_plan_matches_numpy(twin):
     np.testing.assert_allclose(r, P.sum(1), rtol=1e-13)
     np.testing.assert_allclose(acc.sum(0), P.sum(0), rtol=1e-13)
     assert cost.sum() == pytest.approx((P * M).sum(), rel=1e-13)
+
+
+def test_window_counts_matches_numpy():
+    M, inv, lu, lv, a = _scaled_state()
+    for step in (1, 3):
+        out = kern.window_counts(M, inv, lv, step, 7)
+        E = (lv[None, :] - M * inv)[::step]
+        d = E.max(1)[:, None] - E
+        np.testing.assert_array_equal(out, np.bincount(np.floor(d[d < 7]).astype(int), minlength=7))
+
+
+def test_value_histogram_and_filter_pattern_match_numpy():
+    rng = np.random.default_rng(5)
+    n, m = 17, 13
+    dense = np.where(rng.random((n, m)) < 0.4, np.exp(-rng.random((n, m)) * 40), 0.0)
+    rows, cols = np.nonzero(dense)
+    indptr = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=n))])
+    bvals = dense[rows, cols]
+    vals = bvals * rng.random(bvals.size)
+    count, mass = kern.value_histogram(vals)
+    keys = vals.view(np.int64) >> 50
+    np.testing.assert_array_equal(count, np.bincount(keys, minlength=kern.N_KEYS))
+    np.testing.assert_allclose(mass, np.bincount(keys, weights=vals, minlength=kern.N_KEYS), rtol=1e-14,
+                               atol=1e-300)
+    rho = float(np.median(vals))
+    sp, si, sb = kern.filter_pattern(indptr, cols.astype(np.int64), bvals, vals, rho)
+    keep = vals >= rho
+    np.testing.assert_array_equal(si, cols[keep])
+    np.testing.assert_array_equal(sb, bvals[keep])
+    np.testing.assert_array_equal(np.diff(sp), np.bincount(rows[keep], minlength=n))

@@ -252,10 +252,64 @@ def test_newton_estimates_stay_within_their_bound():
         err_est = np.abs(re - sc.a).sum() + np.abs(ce - sc.b).sum()
         assert np.abs(re - P.sum(1)).sum() + np.abs(ce - P.sum(0)).sum() <= bound * (1 + 1e-9) + 1e-15
         assert abs(err_est - err_true) <= bound * (1 + 1e-9) + 1e-15
-        # and the refresh is a dense pass: exact sums, zero bound
-        r2, c2, _ = newton.refresh(lu2, lv2, reselect=step == 1.0)
+        # and the dense refresh: exact sums, zero bound
+        _, r2, c2, bound2 = newton.refresh(lu2, lv2, reselect=step == 1.0, dense=True)
         np.testing.assert_allclose(r2, P.sum(1), rtol=1e-12)
         np.testing.assert_allclose(c2, P.sum(0), rtol=1e-12)
+        assert bound2 == 0.0
+
+
+def test_newton_from_candidates_brackets_the_dense_sums():
+    # references from the candidates of the base (no dense pass): exact on them, bounded off them
+    from numopt.ot._sns import _Newton, _Scaled
+    a, b, M = random_problem(60, 50, seed=14)
+    prob = OptimalTransport(a, b, M, 0.02)
+    sc = _Scaled(prob, floor_frac=1e-8, window=6.0)
+    sc.cand_limit = np.inf             # (only the brackets are tested here)
+    rng = np.random.default_rng(1)
+    lu = rng.standard_normal(60)
+    lv = rng.standard_normal(50)
+    sc.absorb(lu, lv)
+    assert sc.win == 6.0 and sc.cand is not None
+    assert sc.cand[0][-1] == (sc.B >= np.exp(-6.0)).sum() < sc.B.size
+    newton = _Newton.from_candidates(sc, lu, lv, "mass", 1e-3, 0.1)
+    assert newton is not None and newton.from_cand
+    for step in (0.0, 1e-2, 0.3):
+        lu2 = lu + step * rng.standard_normal(60)
+        lv2 = lv + step * rng.standard_normal(50)
+        _, re, ce, bound = newton.estimate(lu2, lv2)
+        P = np.exp(lu2[:, None] - prob.M_red / prob.reg + lv2[None, :])
+        assert 0 < bound
+        assert np.abs(re - P.sum(1)).sum() + np.abs(ce - P.sum(0)).sum() <= bound * (1 + 1e-9) + 1e-15
+        _, r2, c2, bound2 = newton.refresh(lu2, lv2, reselect=True)
+        assert newton.from_cand and sc.passes["rc"] == sc.passes["hist"] == 0     # no dense pass
+        assert np.abs(r2 - P.sum(1)).sum() + np.abs(c2 - P.sum(0)).sum() <= bound2 * (1 + 1e-9) + 1e-15
+    # a limit the bound cannot meet: no candidate reference, the refresh makes a dense pass
+    sc.cand_limit = 0.0
+    assert _Newton.from_candidates(sc, lu, lv, "mass", 1e-3, 0.1) is None
+    _, r3, c3, bound3 = newton.refresh(lu, lv, reselect=False)
+    assert bound3 == 0.0 and sc.passes["rc"] == 1
+
+
+def test_sns_candidates_replace_the_dense_passes():
+    # random assignment at small reg: the Newton stage makes no dense pass (only the Sinkhorn sweeps,
+    # the exponential pass and the final pass touch n x m data), and the answer is the one of the
+    # dense-pass path (candidate_window=0)
+    rng = np.random.default_rng(15)
+    n = 600
+    M = rng.random((n, n))
+    a = np.full(n, 1.0 / n)
+    prob = OptimalTransport(a, a, M, 1 / 1200)
+    res = numopt.minimize(prob, method="sns", tol=1e-10)
+    ref = numopt.minimize(prob, method="sns", tol=1e-10, candidate_window=0.0)
+    assert res.success and ref.success and res.marginal_error <= 1e-10
+    assert res.passes["absorb"] == 1 and res.passes["final"] == 1
+    assert res.passes["rc"] + res.passes["hist"] + res.passes["extract"] == 0
+    assert ref.passes["rc"] + ref.passes["hist"] >= 2
+    np.testing.assert_allclose(res.plan, ref.plan, rtol=1e-6, atol=1e-12)
+    assert res.cost == pytest.approx(ref.cost, rel=1e-9)
+    with pytest.raises(ValueError, match="candidate_window"):
+        numopt.minimize(prob, method="sns", candidate_window=-1.0)
 
 
 def test_sns_counts_passes_and_reaches_tol_at_small_reg():
