@@ -30,8 +30,11 @@ base is taken when that is about to fail.
    a. sparsify P by one global threshold :math:`\rho` (mass rule by default, read off the histogram;
       the pattern is filtered from the candidates) into :math:`P_s`, and keep it while the mass it drops
       stays within ``reselect`` times its initial value;
-   b. solve :math:`H_s\,\Delta z = g` by Jacobi-preconditioned CG (matrix-free in :math:`P_s`, dense
-      marginals on the diagonal plus a tiny ridge), orthogonally to the gauge (1, -1);
+   b. solve :math:`H_s\,\Delta z = g` (dense marginals on the diagonal plus a tiny ridge, orthogonally
+      to the gauge (1, -1)) by CG on the Schur complement
+      :math:`S = \mathrm{diag}(c) - P_s^\top \mathrm{diag}(r)^{-1} P_s` of the row block, preconditioned by
+      :math:`\mathrm{diag}(S)`, matrix-free in :math:`P_s` (H_s is 2-cyclic: CG on S needs 2.5-10x fewer
+      iterations than Jacobi-preconditioned CG on H_s, at the same cost each);
    c. backtracking line search from :math:`\alpha = 1` accepting :math:`\tilde f(z + \alpha\Delta z)` finite
       and either an Armijo increase or a smaller :math:`\|g\|_2` (plain Armijo stalls near 1e-10 because
       the gain :math:`\approx \|g\|^2` falls below the rounding of an ``n*m``-term sum);
@@ -355,7 +358,7 @@ def minimize_sns(problem, x0=None, *, callback=None, maxiter=1000, tol=1e-9, n_s
     cg_rtol : float or None
         Relative residual of the CG solve; ``None``: :math:`\min(0.1, \sqrt{\|g\|_2})`.
     cg_maxiter : int or None
-        CG iteration cap; ``None``: ``n + m``.
+        CG iteration cap; ``None``: ``m`` (the size of the Schur complement).
     ls_armijo : float
         Armijo constant of the line search (sufficient increase of the dual).
     ls_min_step : float
@@ -401,7 +404,7 @@ def minimize_sns(problem, x0=None, *, callback=None, maxiter=1000, tol=1e-9, n_s
     lu, lv = problem.log_potentials(x0)
     n, m = lu.size, lv.size
     N = n + m
-    cg_maxiter = N if cg_maxiter is None else cg_maxiter
+    cg_maxiter = m if cg_maxiter is None else cg_maxiter
     sc = _Scaled(problem, floor_frac=1e-3 * value if rule == "mass" else 1e-9, density_max=density_max,
                  window=candidate_window)
     # the candidates serve while the mass outside them is far below what the sparsity rule drops
@@ -515,7 +518,7 @@ def minimize_sns(problem, x0=None, *, callback=None, maxiter=1000, tol=1e-9, n_s
         # to tol: the linear model then needs to reduce the error by tol/err, not to zero
         rtol = cg_rtol if cg_rtol is not None else min(0.1, max(np.sqrt(gnorm), 0.25 * tol / err))
         t0 = time.perf_counter()
-        dz, it_cg, _ = kern.pcg_jacobi(indptr, indices, vals, r, c, ridge, g, rtol, cg_maxiter)
+        dz, it_cg, _ = kern.pcg_schur(indptr, indices, vals, r, c, ridge, g, rtol, cg_maxiter)
         sc.tick("cg", t0, count=False)
         du, dv = dz[:n], dz[n:]
         slope = float(g @ dz)

@@ -187,7 +187,7 @@ def test_select_threshold_floor_and_cap():
     assert 0 < kept <= 0.1 * n * m             # cap
 
 
-def test_hs_matvec_and_pcg_match_dense():
+def test_schur_matvec_and_pcg_match_dense():
     rng = np.random.default_rng(6)
     n, m = 20, 15
     P = rng.random((n, m)) ** 4
@@ -197,26 +197,39 @@ def test_hs_matvec_and_pcg_match_dense():
     ridge = 1e-12
     Ps = np.where(P >= rho, P, 0.0)
     H = np.block([[np.diag(r), Ps], [Ps.T, np.diag(c)]]) + ridge * np.eye(n + m)
-    x = rng.standard_normal(n + m)
-    np.testing.assert_allclose(kern.hs_matvec(indptr, indices, data, r, c, ridge, x), H @ x, rtol=1e-13)
-    # H_s: symmetric, diagonally dominant, PSD
+    Dr = r + ridge
+    S = np.diag(c + ridge) - Ps.T @ (Ps / Dr[:, None])
+    x = rng.standard_normal(m)
+    np.testing.assert_allclose(kern.schur_matvec(indptr, indices, data, r, c, ridge, x), S @ x, rtol=1e-12,
+                               atol=1e-14)
+    # H_s: symmetric, diagonally dominant, PSD; so is its Schur complement
     assert np.all(2 * np.diag(H) >= np.abs(H).sum(1) - 1e-12)
     assert np.linalg.eigvalsh(H).min() >= -1e-12
-    # a row whose mass underflowed keeps a positive (ridge) pivot
-    r0 = r.copy()
-    r0[3] = 0.0
-    x0 = kern.hs_matvec(indptr, indices, data, r0, c, ridge, np.eye(n + m)[3])
-    assert x0[3] == ridge
-    # CG solves the consistent system orthogonally to the gauge e = (1, -1)
+    assert np.linalg.eigvalsh(S).min() >= -1e-12
+    # CG solves the consistent system orthogonally to the gauge e = (1, -1): the dense solution
     e = np.concatenate([np.ones(n), -np.ones(m)])
     rhs = rng.standard_normal(n + m)
     rhs -= (rhs @ e) / (e @ e) * e
-    dz, it, rel = kern.pcg_jacobi(indptr, indices, data, r, c, ridge, rhs, 1e-12, 10 * (n + m))
-    assert rel <= 1e-12 and it > 0
+    dz, it, rel = kern.pcg_schur(indptr, indices, data, r, c, ridge, rhs, 1e-12, 10 * (n + m))
+    assert rel <= 1e-12 and 0 < it <= m + 5
     assert abs(dz @ e) < 1e-8 * np.abs(dz).max()
     ref = np.linalg.lstsq(H, rhs, rcond=None)[0]
     ref -= (ref @ e) / (e @ e) * e
     np.testing.assert_allclose(dz, ref, rtol=1e-6, atol=1e-8 * np.abs(ref).max())
+    He = H @ e
+
+    def full_residual(d):        # the full system's, before the gauge projection (a shift along e)
+        t = -((H @ d - rhs) @ He) / (He @ He)
+        return np.linalg.norm(H @ (d + t * e) - rhs) / np.linalg.norm(rhs)
+    # a row whose mass underflowed keeps a positive (ridge) pivot: a finite solution
+    r0 = r.copy()
+    r0[3] = 0.0
+    dz0, _, _ = kern.pcg_schur(indptr, indices, data, r0, c, ridge, rhs, 1e-8, 10 * (n + m))
+    assert np.all(np.isfinite(dz0))
+    # a loose tolerance stops early with the residual it reports
+    dz1, it1, rel1 = kern.pcg_schur(indptr, indices, data, r, c, ridge, rhs, 0.3, 100)
+    assert rel1 <= 0.3 and it1 < it
+    assert full_residual(dz1) <= rel1 * (1 + 1e-6)
 
 
 def _scaled_state(n=37, m=29, seed=11, scale=40.0):

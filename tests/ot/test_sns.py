@@ -155,7 +155,7 @@ def test_fallback_sweeps_still_converge(monkeypatch):
     # every other Newton direction is turned into a descent direction: the line search must reject it
     # and fall back to an exact Sinkhorn sweep
     from numopt.ot import _sns
-    real = _sns.kern.pcg_jacobi
+    real = _sns.kern.pcg_schur
     calls = []
 
     def flaky(*args):
@@ -163,7 +163,7 @@ def test_fallback_sweeps_still_converge(monkeypatch):
         calls.append(it)
         return (-dz if len(calls) % 2 else dz), it, rel
 
-    monkeypatch.setattr(_sns.kern, "pcg_jacobi", flaky)
+    monkeypatch.setattr(_sns.kern, "pcg_schur", flaky)
     a, b, M = grid_problem(5, p=2)
     prob = OptimalTransport(a, b, M, 0.05)
     res = numopt.minimize(prob, method="sns", tol=1e-10, n_sinkhorn=0, maxiter=500)
