@@ -23,11 +23,12 @@ import types as pytypes
 import numba as nb
 import numpy as np
 from numba import njit, prange, types
+from numba.cpython.unsafe.numbers import trailing_zeros
 from numba.extending import intrinsic
 
 __all__ = ["fexp", "neg_scaled_cost", "sinkhorn_block", "dual_pass", "log2_histogram", "key_threshold",
            "schur_matvec", "pcg_schur", "N_KEYS", "absorb", "scaled_pass", "extract_scaled", "filter_candidates", "pattern_sums",
-           "window_counts", "value_histogram", "filter_pattern",
+           "window_counts", "value_histogram", "filter_pattern", "absorb_sparse", "plan_from_cost",
            "finalize_plan", "col_lse_cost"]
 
 _FM = {"reassoc", "contract", "nsz", "arcp"}     # no "nnan"/"ninf": inf and NaN must survive as values
@@ -604,6 +605,139 @@ def absorb(M, inv, lu, lv, a, B, lu0, S, rs, acc_s, acc_u, start_cols, thr, cap,
     else:
         _absorb_ser(M, inv, lu, lv, a, B, lu0, S, rs, acc_s, acc_u, start_cols, thr, cap, rowcnt, ccols, cvals,
                     ovf)
+
+
+@_twins(_FM)
+def _absorb_sparse_impl(M, inv, lu, lv, a, window, lu0, S, rs, acc_s, acc_u, start_cols, cap, rowcnt, ccols, cvals,
+                        ovf):
+    n, m = M.shape
+    nchunk = acc_s.shape[0]
+    for t in prange(nchunk):
+        lo, hi = _rows_of(t, n, nchunk)
+        _zero_chunk(t, acc_s, acc_s, acc_s, False)
+        _zero_chunk(t, acc_u, acc_u, acc_u, False)
+        ovf[t] = 0
+        q = cap[t]
+        end = cap[t + 1]
+        ebuf = np.empty(m)
+        nb64 = m // 64
+        for i in range(lo, hi):
+            mx = -np.inf
+            for j in range(m):
+                e = lv[j] - M[i, j] * inv
+                ebuf[j] = e
+                mx = max(mx, e)
+            lim = mx - window
+            q0 = q
+            # the candidates e >= lim, 64 columns at a time: a bit mask (no branch per entry), then
+            # one step per set bit
+            for blk in range(nb64 + 1):
+                base = blk * 64
+                width = min(64, m - base)
+                bits = np.uint64(0)
+                for k in range(width):
+                    bits |= np.uint64(ebuf[base + k] >= lim) << np.uint64(k)
+                while bits != 0:
+                    if q < end:
+                        ccols[q] = base + trailing_zeros(bits)
+                        q += 1
+                    else:
+                        ovf[t] = 1
+                    bits &= bits - np.uint64(1)
+            s = 0.0
+            for k in range(q0, q):           # exponentials of the candidates only
+                bij = fexp(ebuf[ccols[k]] - mx)
+                cvals[k] = bij
+                s += bij
+            rowcnt[i] = q - q0
+            lu0[i] = -mx
+            S[i] = s
+            rs[i] = fexp(lu[i] + mx) * s
+            w = a[i] / s if s > 0.0 else 0.0     # (s = 0 only after an overflow: sums discarded)
+            ws = fexp(lu[i] + mx)
+            for k in range(q0, q):
+                acc_u[t, ccols[k]] += w * cvals[k]
+                if start_cols:
+                    acc_s[t, ccols[k]] += ws * cvals[k]
+
+
+_absorb_sparse_par, _absorb_sparse_ser = _absorb_sparse_impl
+
+
+@njit(cache=True, nogil=True)
+def absorb_sparse(M, inv, lu, lv, a, window, lu0, S, rs, acc_s, acc_u, start_cols, cap, rowcnt, ccols, cvals,
+                  ovf):
+    """``absorb`` without the base matrix: only its candidates ``B_ij >= exp(-window)`` (the only entries
+    that get an exponential; the others are told apart by their exponent) and the sums over them.
+
+    Writes ``lu0``, the candidates (as ``absorb``), and ``S``, ``rs``, ``acc_s``, ``acc_u`` as ``absorb``
+    but summed over the candidates only: every other entry of row i of B is below ``exp(-window)``, so
+    ``S`` is short by less than ``m * exp(-window)`` (relative to ``S_i >= 1``). On an overflow
+    (``ovf[t] = 1``) the sums are incomplete and the caller makes the dense pass instead.
+    """
+    if M.size >= _PAR_MIN:
+        _absorb_sparse_par(M, inv, lu, lv, a, window, lu0, S, rs, acc_s, acc_u, start_cols, cap, rowcnt, ccols,
+                           cvals, ovf)
+    else:
+        _absorb_sparse_ser(M, inv, lu, lv, a, window, lu0, S, rs, acc_s, acc_u, start_cols, cap, rowcnt, ccols,
+                           cvals, ovf)
+
+
+@_twins(_FM)
+def _plan_from_cost_impl(M, inv, lu, lv, P, r, acc, cost):
+    n, m = M.shape
+    nchunk = acc.shape[0]
+    for t in prange(nchunk):
+        lo, hi = _rows_of(t, n, nchunk)
+        _zero_chunk(t, acc, acc, acc, False)
+        cs = 0.0
+        i = lo
+        while i + 4 <= hi:                 # four rows at a time: each column sum updated once per four
+            l0, l1, l2, l3 = lu[i], lu[i + 1], lu[i + 2], lu[i + 3]
+            s0 = s1 = s2 = s3 = 0.0
+            for j in range(m):
+                lvj = lv[j]
+                p0 = fexp(l0 + lvj - M[i, j] * inv)
+                p1 = fexp(l1 + lvj - M[i + 1, j] * inv)
+                p2 = fexp(l2 + lvj - M[i + 2, j] * inv)
+                p3 = fexp(l3 + lvj - M[i + 3, j] * inv)
+                P[i, j] = p0
+                P[i + 1, j] = p1
+                P[i + 2, j] = p2
+                P[i + 3, j] = p3
+                s0 += p0
+                s1 += p1
+                s2 += p2
+                s3 += p3
+                acc[t, j] += (p0 + p1) + (p2 + p3)
+                cs += (p0 * M[i, j] + p1 * M[i + 1, j]) + (p2 * M[i + 2, j] + p3 * M[i + 3, j])
+            r[i], r[i + 1], r[i + 2], r[i + 3] = s0, s1, s2, s3
+            i += 4
+        while i < hi:
+            li = lu[i]
+            s = 0.0
+            for j in range(m):
+                p = fexp(li + lv[j] - M[i, j] * inv)
+                P[i, j] = p
+                s += p
+                acc[t, j] += p
+                cs += p * M[i, j]
+            r[i] = s
+            i += 1
+        cost[t] = cs
+
+
+_plan_from_cost_par, _plan_from_cost_ser = _plan_from_cost_impl
+
+
+@njit(cache=True, nogil=True)
+def plan_from_cost(M, inv, lu, lv, P, r, acc, cost):
+    """The plan ``P_ij = exp(lu_i + lv_j - M_ij*inv)`` written into P, with its row sums ``r``, per-chunk
+    column sums ``acc`` and per-chunk transport costs ``cost[t]`` (as ``finalize_plan``), in one pass."""
+    if M.size >= _PAR_MIN:
+        _plan_from_cost_par(M, inv, lu, lv, P, r, acc, cost)
+    else:
+        _plan_from_cost_ser(M, inv, lu, lv, P, r, acc, cost)
 
 
 @njit(cache=True, nogil=True)

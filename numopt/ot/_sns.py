@@ -129,7 +129,8 @@ class _Scaled:
         n, m = self.M.shape
         self.a, self.b = problem.a_red, problem.b_red
         self.logb = np.log(self.b)
-        self.B = np.empty((n, m))
+        self.B = None                # the dense base, made only when a dense pass needs it
+        self.dense = False           # B holds the current base
         self.lu0, self.lv0 = np.empty(n), np.empty(m)
         self.S, self.rs, self.r = np.empty(n), np.empty(n), np.empty(n)
         nchunk = kern.n_chunks(n)
@@ -154,7 +155,7 @@ class _Scaled:
         self.win = None              # the window in use, chosen from a sample at the first absorb
         self.cand, self.cand_eps = None, 0.0
         self.cand_limit = 0.0        # most mass allowed outside the candidates (set by the solver)
-        self.passes = {"absorb": 0, "sweep": 0, "rc": 0, "hist": 0, "extract": 0, "final": 0}
+        self.passes = {"scan": 0, "absorb": 0, "sweep": 0, "rc": 0, "hist": 0, "extract": 0, "final": 0}
         self.seconds = dict.fromkeys(list(self.passes) + ["cg"], 0.0)
 
     def tick(self, kind, t0, count=True):
@@ -163,25 +164,54 @@ class _Scaled:
         if count:
             self.passes[kind] += 1
 
-    def absorb(self, lu, lv, start_cols=False):
-        """New base at (lu, lv) (one pass with exponentials), collecting the candidates of B. Returns the
-        plan's ``(r, c)`` there (``c`` only with ``start_cols``, else zeros) and the column sums ``c_upd``
-        after an exact row update (``lu0 + log(a / S)``)."""
+    def absorb(self, lu, lv, start_cols=False, dense=False):
+        """New base at (lu, lv). Returns the plan's ``(r, c)`` there (``c`` only with ``start_cols``, else
+        zeros) and the column sums ``c_upd`` after an exact row update (``lu0 + log(a / S)``).
+
+        With candidates (a window > 0) and not ``dense``, a *scan*: one pass over M that gives only the
+        candidates an exponential, and the sums over them (see ``kern.absorb_sparse``); B itself is made
+        later, by ``ensure_dense``, if a dense pass is ever needed. Otherwise, or when the candidates
+        overflow their room, the dense pass with exponentials (``kern.absorb``), collecting them too.
+        """
         t0 = time.perf_counter()
         if self.win is None:
             self.win = self._choose_window(lv)
+        self.cand, self.cand_eps = None, 0.0
+        n, m = self.M.shape
+        if self.win > 0 and not dense:
+            kern.absorb_sparse(self.M, self.inv, lu, lv, self.a, self.win, self.lu0, self.S, self.rs, self.acc,
+                               self.acc2, start_cols, self.cap, self.rowcnt, self.ccols, self.cvals, self.ovf)
+            if not self.ovf.any():
+                self._take_candidates(float(np.exp(-self.win)))
+                self.lv0[:] = lv
+                self.dense = False
+                self.tick("scan", t0)
+                return self.rs.copy(), self.acc.sum(0), self.acc2.sum(0)
         thr = float(np.exp(-self.win)) if self.win > 0 else 0.0
+        if self.B is None:
+            self.B = np.empty((n, m))
         kern.absorb(self.M, self.inv, lu, lv, self.a, self.B, self.lu0, self.S, self.rs, self.acc, self.acc2,
                     start_cols, thr, self.cap, self.rowcnt, self.ccols, self.cvals, self.ovf)
         self.lv0[:] = lv
-        self.cand, self.cand_eps = None, 0.0
+        self.dense = True
         if thr > 0 and not self.ovf.any():
-            n, m = self.B.shape
-            self.cand = kern.filter_candidates(self.cap, self.rowcnt, self.ccols, self.cvals, np.ones(n),
-                                               np.ones(m), 0.0)
-            self.cand_eps = thr
+            self._take_candidates(thr)
         self.tick("absorb", t0)
         return self.rs.copy(), self.acc.sum(0), self.acc2.sum(0)
+
+    def _take_candidates(self, eps):
+        n, m = self.M.shape
+        self.cand = kern.filter_candidates(self.cap, self.rowcnt, self.ccols, self.cvals, np.ones(n), np.ones(m),
+                                           0.0)
+        self.cand_eps = eps
+
+    def ensure_dense(self, lu, lv):
+        """Make the dense base B (a new base at (lu, lv)) unless B already holds the current one.
+        Returns True when the base changed."""
+        if self.dense:
+            return False
+        self.absorb(lu, lv, dense=True)
+        return True
 
     def _choose_window(self, lv):
         """The widest window in [_WINDOW_MIN, window] whose candidates fill at most half the room,
@@ -223,6 +253,7 @@ class _Scaled:
 
     def rc(self, lu, lv, hist=False):
         """Row and column sums of the plan at (lu, lv) (one pass), with the histogram if ``hist``."""
+        self.ensure_dense(lu, lv)
         t0 = time.perf_counter()
         u, v = self.scalings(lu, lv)
         self._pass(u, v, kern.RC_HIST if hist else kern.RC)
@@ -252,6 +283,7 @@ class _Scaled:
         ``collect``, ``ref = (lu_new, lv, a, c)``: the point between the row and the column update, with
         its exact marginals, where the pass took the histogram and the pattern candidates (else None).
         """
+        self.ensure_dense(lu, lv)
         t0 = time.perf_counter()
         u, v = self.scalings(lu, lv)
         self._pass(u, v, kern.SWEEP_HIST if collect else kern.SWEEP)
@@ -279,7 +311,7 @@ class _Scaled:
     def select(self, rule, value, density_max):
         """The sparsity pattern at the point of the last histogram (``rc(hist=True)`` or a collecting
         sweep), from the collected candidates or, if they are incomplete, by one more pass."""
-        n, m = self.B.shape
+        n, m = self.M.shape
         key, _ = select_threshold(self.count.sum(0), self.mass.sum(0), rule, value, n, m, density_max)
         rho = kern.key_threshold(key)
         u, v = self.scalings(*self.hist_point)
@@ -293,11 +325,16 @@ class _Scaled:
     def final(self, lu, lv):
         """The plan, in place of B, with its exact marginals and transport cost (one pass)."""
         t0 = time.perf_counter()
-        u, v = self.scalings(lu, lv)
         cost = np.zeros(self.acc.shape[0])
-        kern.finalize_plan(self.B, u, v, self.M, self.r, self.acc, cost)
+        if self.dense:
+            u, v = self.scalings(lu, lv)
+            kern.finalize_plan(self.B, u, v, self.M, self.r, self.acc, cost)
+            P = self.B
+        else:                              # no dense base: the plan straight from M, exponentials
+            P = np.empty(self.M.shape)
+            kern.plan_from_cost(self.M, self.inv, lu, lv, P, self.r, self.acc, cost)
         self.tick("final", t0)
-        return self.B, self.r, self.acc.sum(0), float(cost.sum())
+        return P, self.r, self.acc.sum(0), float(cost.sum())
 
 
 def minimize_sns(problem, x0=None, *, callback=None, maxiter=1000, tol=1e-9, n_sinkhorn=20, switch_err=0.3,
@@ -661,7 +698,7 @@ class _Newton:
         if not float(rest_r.sum()) <= sc.cand_limit:
             return False
         if reselect:
-            n, m = sc.B.shape
+            n, m = sc.M.shape
             count, mass = kern.value_histogram(cvals)
             key, _ = select_threshold(count, mass, self.rule, self.value, n, m, self.density_max)
             self.pattern = kern.filter_pattern(*sc.cand, cvals, kern.key_threshold(key))
@@ -712,6 +749,8 @@ class _Newton:
             done = self._candidate_reference(lu, lv, pick)
             reselect = pick if done else reselect
         if not done:
+            if self.sc.ensure_dense(lu, lv):
+                reselect = True                   # a new base: the pattern's base values are stale
             r, c = self.sc.rc(lu, lv, hist=reselect)
             if reselect:
                 self.pattern = self.sc.select(self.rule, self.value, self.density_max)

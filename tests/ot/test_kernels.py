@@ -390,3 +390,58 @@ def test_value_histogram_and_filter_pattern_match_numpy():
     np.testing.assert_array_equal(si, cols[keep])
     np.testing.assert_array_equal(sb, bvals[keep])
     np.testing.assert_array_equal(np.diff(sp), np.bincount(rows[keep], minlength=n))
+
+
+@pytest.mark.parametrize("twin", ["par", "ser", "dispatch"])
+@pytest.mark.parametrize("nchunk,m", [(1, 29), (3, 29), (2, 130)])
+def test_absorb_sparse_matches_numpy(twin, nchunk, m):
+    # only the candidates B_ij >= exp(-window) get an exponential; sums over them; overflow flagged
+    M, inv, lu, lv, a = _scaled_state(m=m)
+    n = M.shape[0]
+    window = 3.0
+    lu0, S, rs = np.empty(n), np.empty(n), np.empty(n)
+    acc_s, acc_u = np.empty((nchunk, m)), np.empty((nchunk, m))
+    room = n * m
+    cap = np.array([t * room // nchunk for t in range(nchunk + 1)])
+    rowcnt, ccols, cvals, ovf = np.zeros(n, dtype=np.int64), np.empty(room, dtype=np.int64), np.empty(room), \
+        np.zeros(nchunk, dtype=np.int64)
+    fn = {"par": kern._absorb_sparse_par, "ser": kern._absorb_sparse_ser, "dispatch": kern.absorb_sparse}[twin]
+    fn(M, inv, lu, lv, a, window, lu0, S, rs, acc_s, acc_u, True, cap, rowcnt, ccols, cvals, ovf)
+    E = lv[None, :] - M * inv
+    mx = E.max(1)
+    B = np.exp(E - mx[:, None])
+    C = E - mx[:, None] >= -window
+    Bc = np.where(C, B, 0.0)
+    assert not ovf.any()
+    np.testing.assert_allclose(lu0, -mx, rtol=1e-15)
+    np.testing.assert_array_equal(rowcnt, C.sum(1))
+    indptr, indices, bvals = kern.filter_candidates(cap, rowcnt, ccols, cvals, np.ones(n), np.ones(m), 0.0)
+    rows, cols = np.nonzero(C)
+    np.testing.assert_array_equal(indices, cols)
+    np.testing.assert_allclose(bvals, B[rows, cols], rtol=1e-14)
+    np.testing.assert_allclose(S, Bc.sum(1), rtol=1e-13)
+    u = np.exp(lu + mx)
+    np.testing.assert_allclose(rs, u * Bc.sum(1), rtol=1e-12)
+    np.testing.assert_allclose(acc_s.sum(0), u @ Bc, rtol=1e-12)
+    np.testing.assert_allclose(acc_u.sum(0), (a / Bc.sum(1)) @ Bc, rtol=1e-12)
+    assert np.all(B[~C] < np.exp(-window))
+    tiny = np.array([t * 3 // nchunk for t in range(nchunk + 1)])
+    fn(M, inv, lu, lv, a, window, lu0, S, rs, acc_s, acc_u, False, tiny, rowcnt, ccols, cvals, ovf)
+    assert ovf.all()
+
+
+@pytest.mark.parametrize("twin", ["par", "ser"])
+def test_plan_from_cost_matches_numpy(twin):
+    rng = np.random.default_rng(21)
+    n, m, nchunk = 23, 19, 2
+    M = rng.random((n, m))
+    lu, lv = rng.standard_normal(n) - 3, rng.standard_normal(m)
+    inv = 7.0
+    P, r, acc, cost = np.empty((n, m)), np.empty(n), np.empty((nchunk, m)), np.zeros(nchunk)
+    fn = kern._plan_from_cost_par if twin == "par" else kern._plan_from_cost_ser
+    fn(M, inv, lu, lv, P, r, acc, cost)
+    ref = np.exp(lu[:, None] + lv[None, :] - M * inv)
+    np.testing.assert_allclose(P, ref, rtol=1e-14)
+    np.testing.assert_allclose(r, ref.sum(1), rtol=1e-13)
+    np.testing.assert_allclose(acc.sum(0), ref.sum(0), rtol=1e-13)
+    assert cost.sum() == pytest.approx((ref * M).sum(), rel=1e-13)

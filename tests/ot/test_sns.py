@@ -271,7 +271,9 @@ def test_newton_from_candidates_brackets_the_dense_sums():
     lv = rng.standard_normal(50)
     sc.absorb(lu, lv)
     assert sc.win == 6.0 and sc.cand is not None
-    assert sc.cand[0][-1] == (sc.B >= np.exp(-6.0)).sum() < sc.B.size
+    E = lv[None, :] - prob.M_red / prob.reg
+    B = np.exp(E - E.max(1)[:, None])
+    assert sc.cand[0][-1] == (B >= np.exp(-6.0)).sum() < B.size and not sc.dense
     newton = _Newton.from_candidates(sc, lu, lv, "mass", 1e-3, 0.1)
     assert newton is not None and newton.from_cand
     for step in (0.0, 1e-2, 0.3):
@@ -282,13 +284,16 @@ def test_newton_from_candidates_brackets_the_dense_sums():
         assert 0 < bound
         assert np.abs(re - P.sum(1)).sum() + np.abs(ce - P.sum(0)).sum() <= bound * (1 + 1e-9) + 1e-15
         _, r2, c2, bound2 = newton.refresh(lu2, lv2, reselect=True)
-        assert newton.from_cand and sc.passes["rc"] == sc.passes["hist"] == 0     # no dense pass
+        assert newton.from_cand and sc.passes["rc"] == sc.passes["hist"] == sc.passes["absorb"] == 0
         assert np.abs(r2 - P.sum(1)).sum() + np.abs(c2 - P.sum(0)).sum() <= bound2 * (1 + 1e-9) + 1e-15
     # a limit the bound cannot meet: no candidate reference, the refresh makes a dense pass
     sc.cand_limit = 0.0
     assert _Newton.from_candidates(sc, lu, lv, "mass", 1e-3, 0.1) is None
     _, r3, c3, bound3 = newton.refresh(lu, lv, reselect=False)
-    assert bound3 == 0.0 and sc.passes["rc"] == 1
+    assert bound3 == 0.0 and sc.passes["rc"] == 0 and sc.passes["hist"] == sc.passes["absorb"] == 1
+    P = np.exp(lu[:, None] - prob.M_red / prob.reg + lv[None, :])
+    np.testing.assert_allclose(r3, P.sum(1), rtol=1e-12)
+    np.testing.assert_allclose(c3, P.sum(0), rtol=1e-12)
 
 
 def test_sns_candidates_replace_the_dense_passes():
@@ -303,7 +308,7 @@ def test_sns_candidates_replace_the_dense_passes():
     res = numopt.minimize(prob, method="sns", tol=1e-10)
     ref = numopt.minimize(prob, method="sns", tol=1e-10, candidate_window=0.0)
     assert res.success and ref.success and res.marginal_error <= 1e-10
-    assert res.passes["absorb"] == 1 and res.passes["final"] == 1
+    assert res.passes["scan"] == 1 and res.passes["final"] == 1
     assert res.passes["rc"] + res.passes["hist"] + res.passes["extract"] == 0
     assert ref.passes["rc"] + ref.passes["hist"] >= 2
     np.testing.assert_allclose(res.plan, ref.plan, rtol=1e-6, atol=1e-12)
@@ -320,7 +325,7 @@ def test_sns_counts_passes_and_reaches_tol_at_small_reg():
     P = res.plan
     assert np.abs(P.sum(1) - a).sum() + np.abs(P.sum(0) - b).sum() == pytest.approx(res.marginal_error, rel=1e-6,
                                                                                   abs=1e-15)
-    assert res.passes["absorb"] >= 1 and res.passes["final"] == 1
+    assert res.passes["absorb"] + res.passes["scan"] >= 1 and res.passes["final"] == 1
     assert res.cost == pytest.approx((P * M).sum(), rel=1e-12)
     with pytest.raises(ValueError, match="refresh_ratio"):
         numopt.minimize(prob, method="sns", refresh_ratio=0.0)
