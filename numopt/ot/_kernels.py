@@ -770,26 +770,37 @@ def value_histogram(vals):
 
 
 @njit(cache=True, nogil=True)
-def filter_pattern(indptr, indices, bvals, vals, rho):
-    """The sub-pattern ``vals >= rho`` of a CSR pattern ``(indptr, indices, bvals)``, as CSR."""
+def filter_pattern(indptr, indices, bvals, vals, rho, m):
+    """The sub-pattern ``vals >= rho`` of a CSR pattern ``(indptr, indices, bvals)`` whose entries have
+    the values ``vals``: ``(sub_indptr, sub_indices, sub_bvals, sub_vals, row sums, column sums)``."""
     n = indptr.shape[0] - 1
-    sub_ptr = np.empty(n + 1, dtype=np.int64)
-    sub_ptr[0] = 0
     keep = 0
     for k in range(vals.shape[0]):
-        if vals[k] >= rho:
-            keep += 1
-    sub_ind = np.empty(keep, dtype=np.int64)
-    sub_b = np.empty(keep)
+        keep += vals[k] >= rho
+    sub_ptr = np.empty(n + 1, dtype=np.int64)
+    sub_ptr[0] = 0
+    sub_ind = np.empty(keep + 1, dtype=np.int64)        # (+1: the branch-free stores below)
+    sub_b = np.empty(keep + 1)
+    sub_v = np.empty(keep + 1)
+    rows = np.empty(n)
+    cols = np.zeros(m)
     q = 0
     for i in range(n):
+        s = 0.0
         for k in range(indptr[i], indptr[i + 1]):
-            if vals[k] >= rho:
-                sub_ind[q] = indices[k]
-                sub_b[q] = bvals[k]
-                q += 1
+            p = vals[k]
+            j = indices[k]
+            kp = p >= rho
+            sub_ind[q] = j                   # store always, advance on a kept entry: no branch
+            sub_b[q] = bvals[k]
+            sub_v[q] = p
+            q += kp
+            w = p if kp else 0.0
+            s += w
+            cols[j] += w
+        rows[i] = s
         sub_ptr[i + 1] = q
-    return sub_ptr, sub_ind, sub_b
+    return sub_ptr, sub_ind[:keep], sub_b[:keep], sub_v[:keep], rows, cols
 
 
 @njit(inline="always", fastmath=_FM)

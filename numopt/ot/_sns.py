@@ -200,9 +200,15 @@ class _Scaled:
         return self.rs.copy(), self.acc.sum(0), self.acc2.sum(0)
 
     def _take_candidates(self, eps):
-        n, m = self.M.shape
-        self.cand = kern.filter_candidates(self.cap, self.rowcnt, self.ccols, self.cvals, np.ones(n), np.ones(m),
-                                           0.0)
+        """The candidates as CSR: the chunks' segments, one after the other (rows are in order)."""
+        n = self.M.shape[0]
+        nchunk = self.cap.size - 1
+        indptr = np.zeros(n + 1, dtype=np.int64)
+        np.cumsum(self.rowcnt, out=indptr[1:])
+        segs = [slice(self.cap[t], self.cap[t] + self.rowcnt[t * n // nchunk:(t + 1) * n // nchunk].sum())
+                for t in range(nchunk)]
+        self.cand = (indptr, np.concatenate([self.ccols[s] for s in segs]),
+                     np.concatenate([self.cvals[s] for s in segs]))
         self.cand_eps = eps
 
     def ensure_dense(self, lu, lv):
@@ -701,10 +707,12 @@ class _Newton:
             n, m = sc.M.shape
             count, mass = kern.value_histogram(cvals)
             key, _ = select_threshold(count, mass, self.rule, self.value, n, m, self.density_max)
-            self.pattern = kern.filter_pattern(*sc.cand, cvals, kern.key_threshold(key))
+            *pattern, vals, pr, pc = kern.filter_pattern(*sc.cand, cvals, kern.key_threshold(key), m)
+            self.pattern = tuple(pattern)
             self.from_cand = True
-        u, v = sc.scalings(lu, lv)
-        vals, pr, pc = kern.pattern_sums(*self.pattern, u, v)
+        else:
+            u, v = sc.scalings(lu, lv)
+            vals, pr, pc = kern.pattern_sums(*self.pattern, u, v)
         or_lo = np.maximum(cr - pr, 0.0)
         oc_lo = np.maximum(cc - pc, 0.0)
         self._set_reference(lu, lv, vals, pr, pc, or_lo, or_lo + rest_r, oc_lo, oc_lo + rest_c)

@@ -385,11 +385,16 @@ def test_value_histogram_and_filter_pattern_match_numpy():
     np.testing.assert_allclose(mass, np.bincount(keys, weights=vals, minlength=kern.N_KEYS), rtol=1e-14,
                                atol=1e-300)
     rho = float(np.median(vals))
-    sp, si, sb = kern.filter_pattern(indptr, cols.astype(np.int64), bvals, vals, rho)
+    sp, si, sb, sv, pr, pc = kern.filter_pattern(indptr, cols.astype(np.int64), bvals, vals, rho, m)
     keep = vals >= rho
     np.testing.assert_array_equal(si, cols[keep])
     np.testing.assert_array_equal(sb, bvals[keep])
+    np.testing.assert_array_equal(sv, vals[keep])
     np.testing.assert_array_equal(np.diff(sp), np.bincount(rows[keep], minlength=n))
+    Vk = np.zeros((n, m))
+    Vk[rows[keep], cols[keep]] = vals[keep]
+    np.testing.assert_allclose(pr, Vk.sum(1), rtol=1e-14)
+    np.testing.assert_allclose(pc, Vk.sum(0), rtol=1e-14)
 
 
 @pytest.mark.parametrize("twin", ["par", "ser", "dispatch"])
