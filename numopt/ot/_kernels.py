@@ -29,6 +29,7 @@ from numba.extending import intrinsic
 __all__ = ["fexp", "neg_scaled_cost", "sinkhorn_block", "dual_pass", "log2_histogram", "key_threshold",
            "schur_matvec", "pcg_schur", "N_KEYS", "absorb", "scaled_pass", "extract_scaled", "filter_candidates", "pattern_sums",
            "window_counts", "value_histogram", "filter_pattern", "absorb_sparse", "plan_from_cost",
+           "shift_range", "bracket",
            "finalize_plan", "col_lse_cost"]
 
 _FM = {"reassoc", "contract", "nsz", "arcp"}     # no "nnan"/"ninf": inf and NaN must survive as values
@@ -738,6 +739,77 @@ def plan_from_cost(M, inv, lu, lv, P, r, acc, cost):
         _plan_from_cost_par(M, inv, lu, lv, P, r, acc, cost)
     else:
         _plan_from_cost_ser(M, inv, lu, lv, P, r, acc, cost)
+
+
+@njit(cache=True, nogil=True)
+def shift_range(lu, lu0, lv, lv0):
+    """``(max(lu - lu0) + max(lv - lv0), max(|lu - lu0|, |lv - lv0|))`` in one pass (NaN propagates)."""
+    mu = -np.inf
+    mv = -np.inf
+    w = 0.0
+    for i in range(lu.shape[0]):
+        d = lu[i] - lu0[i]
+        mu = d if not d <= mu else mu
+        w = abs(d) if not abs(d) <= w else w
+    for j in range(lv.shape[0]):
+        d = lv[j] - lv0[j]
+        mv = d if not d <= mv else mv
+        w = abs(d) if not abs(d) <= w else w
+    return mu + mv, w
+
+
+@njit(cache=True, nogil=True)
+def bracket(indptr, indices, bvals, lu, lu0, lv, lv0, ref_lu, ref_lv, or_lo, or_hi, oc_lo, oc_hi):
+    """The marginal estimates of ``_Newton.estimate`` at (lu, lv) in one call: the plan values on the
+    pattern (base values ``bvals`` scaled by ``u = exp(lu - lu0)``, ``v = exp(lv - lv0)``), their row and
+    column sums, plus the off-pattern sums carried from the reference (lu_ref, lv_ref) where they lay in
+    ``[o_lo, o_hi]``: row i's is within ``exp(du_i) [o_lo,i exp(min dv), o_hi,i exp(max dv)]``
+    (``du = lu - lu_ref``, ``dv = lv - lv_ref``), columns alike. Returns ``(vals, r, c, bound, pattern
+    sum)`` with the midpoints as estimates and the half-widths summed in ``bound``."""
+    n = lu.shape[0]
+    m = lv.shape[0]
+    lo_u = np.inf
+    hi_u = -np.inf
+    lo_v = np.inf
+    hi_v = -np.inf
+    for i in range(n):
+        d = lu[i] - ref_lu[i]
+        lo_u = min(lo_u, d)
+        hi_u = max(hi_u, d)
+    for j in range(m):
+        d = lv[j] - ref_lv[j]
+        lo_v = min(lo_v, d)
+        hi_v = max(hi_v, d)
+    lo_u, hi_u, lo_v, hi_v = math.exp(lo_u), math.exp(hi_u), math.exp(lo_v), math.exp(hi_v)
+    v = np.empty(m)
+    c = np.empty(m)
+    bound = 0.0
+    for j in range(m):
+        v[j] = math.exp(lv[j] - lv0[j])
+        e = math.exp(lv[j] - ref_lv[j])
+        c_lo = e * oc_lo[j] * lo_u
+        c_hi = e * oc_hi[j] * hi_u
+        c[j] = 0.5 * (c_lo + c_hi)
+        bound += 0.5 * (c_hi - c_lo)
+    vals = np.empty(bvals.shape[0])
+    r = np.empty(n)
+    psum = 0.0
+    for i in range(n):
+        ui = math.exp(lu[i] - lu0[i])
+        s = 0.0
+        for k in range(indptr[i], indptr[i + 1]):
+            j = indices[k]
+            p = (ui * bvals[k]) * v[j]
+            vals[k] = p
+            s += p
+            c[j] += p
+        e = math.exp(lu[i] - ref_lu[i])
+        r_lo = e * or_lo[i] * lo_v
+        r_hi = e * or_hi[i] * hi_v
+        r[i] = s + 0.5 * (r_lo + r_hi)
+        bound += 0.5 * (r_hi - r_lo)
+        psum += s
+    return vals, r, c, bound, psum
 
 
 @njit(cache=True, nogil=True)

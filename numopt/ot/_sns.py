@@ -251,10 +251,8 @@ class _Scaled:
 
     def safe(self, lu, lv):
         """True when the base B represents the plan at (lu, lv) to full accuracy."""
-        du, dv = lu - self.lu0, lv - self.lv0
-        s = np.max(du) + np.max(dv)
-        # the scalings themselves stay far from under/overflow (e^-350 ... e^350)
-        w = max(np.max(np.abs(du)), np.max(np.abs(dv)))
+        s, w = kern.shift_range(lu, self.lu0, lv, self.lv0)
+        # and the scalings themselves stay far from under/overflow (e^-350 ... e^350)
         return bool(np.isfinite(s) and s <= _SAFE_LOG and w <= 350.0)
 
     def rc(self, lu, lv, hist=False):
@@ -720,24 +718,11 @@ class _Newton:
 
     def estimate(self, lu, lv):
         """``(pattern values, r, c, bound)`` at (lu, lv), in O(nnz + n + m)."""
-        if np.array_equal(lu, self.lu) and np.array_equal(lv, self.lv):     # at the reference itself
-            vals, pr, pc = self.vals, self.pr, self.pc
-            eu = ev = lo_u = hi_u = lo_v = hi_v = 1.0
-        else:
-            u, v = self.sc.scalings(lu, lv)
-            vals, pr, pc = kern.pattern_sums(*self.pattern, u, v)
-            du, dv = lu - self.lu, lv - self.lv
-            with np.errstate(over="ignore", invalid="ignore"):
-                lo_u, hi_u = np.exp(du.min()), np.exp(du.max())
-                lo_v, hi_v = np.exp(dv.min()), np.exp(dv.max())
-                eu, ev = np.exp(du), np.exp(dv)
         with np.errstate(over="ignore", invalid="ignore"):
-            r_lo, r_hi = eu * self.or_lo * lo_v, eu * self.or_hi * hi_v
-            c_lo, c_hi = ev * self.oc_lo * lo_u, ev * self.oc_hi * hi_u
-            r = pr + 0.5 * (r_lo + r_hi)
-            c = pc + 0.5 * (c_lo + c_hi)
-            bound = 0.5 * float((r_hi - r_lo).sum() + (c_hi - c_lo).sum())
-            self.dropped_now = float((r.sum() - pr.sum()) / r.sum())
+            vals, r, c, bound, psum = kern.bracket(*self.pattern, lu, self.sc.lu0, lv, self.sc.lv0, self.lu,
+                                                   self.lv, self.or_lo, self.or_hi, self.oc_lo, self.oc_hi)
+            total = float(r.sum())
+            self.dropped_now = (total - psum) / total if total > 0 else 0.0
         return vals, r, c, bound
 
     def invalidate(self):

@@ -450,3 +450,35 @@ def test_plan_from_cost_matches_numpy(twin):
     np.testing.assert_allclose(r, ref.sum(1), rtol=1e-13)
     np.testing.assert_allclose(acc.sum(0), ref.sum(0), rtol=1e-13)
     assert cost.sum() == pytest.approx((ref * M).sum(), rel=1e-13)
+
+
+def test_shift_range_and_bracket_match_numpy():
+    rng = np.random.default_rng(22)
+    n, m = 13, 11
+    lu, lu0, lv, lv0 = (rng.standard_normal(k) for k in (n, n, m, m))
+    s, w = kern.shift_range(lu, lu0, lv, lv0)
+    assert s == pytest.approx(np.max(lu - lu0) + np.max(lv - lv0), rel=1e-15)
+    assert w == pytest.approx(max(np.abs(lu - lu0).max(), np.abs(lv - lv0).max()), rel=1e-15)
+    lu_nan = lu.copy()
+    lu_nan[3] = np.nan
+    assert np.isnan(kern.shift_range(lu_nan, lu0, lv, lv0)[0])
+    # the estimates at (lu, lv) from a pattern and off-pattern intervals at a reference point
+    mask = rng.random((n, m)) < 0.3
+    rows, cols = np.nonzero(mask)
+    indptr = np.concatenate([[0], np.cumsum(mask.sum(1))])
+    B = rng.random((n, m))
+    ref_lu, ref_lv = lu + 0.1 * rng.standard_normal(n), lv + 0.1 * rng.standard_normal(m)
+    or_lo, oc_lo = rng.random(n), rng.random(m)
+    or_hi, oc_hi = or_lo + rng.random(n), oc_lo + rng.random(m)
+    vals, r, c, bound, psum = kern.bracket(indptr, cols.astype(np.int64), B[rows, cols], lu, lu0, lv, lv0, ref_lu,
+                                           ref_lv, or_lo, or_hi, oc_lo, oc_hi)
+    u, v = np.exp(lu - lu0), np.exp(lv - lv0)
+    Ps = np.where(mask, u[:, None] * B * v[None, :], 0.0)
+    du, dv = lu - ref_lu, lv - ref_lv
+    r_lo, r_hi = np.exp(du) * or_lo * np.exp(dv.min()), np.exp(du) * or_hi * np.exp(dv.max())
+    c_lo, c_hi = np.exp(dv) * oc_lo * np.exp(du.min()), np.exp(dv) * oc_hi * np.exp(du.max())
+    np.testing.assert_allclose(vals, Ps[rows, cols], rtol=1e-14)
+    np.testing.assert_allclose(r, Ps.sum(1) + 0.5 * (r_lo + r_hi), rtol=1e-13)
+    np.testing.assert_allclose(c, Ps.sum(0) + 0.5 * (c_lo + c_hi), rtol=1e-13)
+    assert bound == pytest.approx(0.5 * ((r_hi - r_lo).sum() + (c_hi - c_lo).sum()), rel=1e-13)
+    assert psum == pytest.approx(Ps.sum(), rel=1e-13)
