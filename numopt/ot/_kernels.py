@@ -743,18 +743,23 @@ def plan_from_cost(M, inv, lu, lv, P, r, acc, cost):
 
 @njit(cache=True, nogil=True)
 def shift_range(lu, lu0, lv, lv0):
-    """``(max(lu - lu0) + max(lv - lv0), max(|lu - lu0|, |lv - lv0|))`` in one pass (NaN propagates)."""
+    """``(max(lu - lu0) + max(lv - lv0), max(|lu - lu0|, |lv - lv0|))`` in one pass; NaN if any is."""
     mu = -np.inf
     mv = -np.inf
     w = 0.0
+    bad = False
     for i in range(lu.shape[0]):
         d = lu[i] - lu0[i]
-        mu = d if not d <= mu else mu
-        w = abs(d) if not abs(d) <= w else w
+        bad |= d != d
+        mu = max(mu, d)
+        w = max(w, abs(d))
     for j in range(lv.shape[0]):
         d = lv[j] - lv0[j]
-        mv = d if not d <= mv else mv
-        w = abs(d) if not abs(d) <= w else w
+        bad |= d != d
+        mv = max(mv, d)
+        w = max(w, abs(d))
+    if bad:
+        return np.nan, np.nan
     return mu + mv, w
 
 
