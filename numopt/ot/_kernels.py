@@ -786,21 +786,28 @@ def bracket(indptr, indices, bvals, lu, lu0, lv, lv0, ref_lu, ref_lv, or_lo, or_
         lo_v = min(lo_v, d)
         hi_v = max(hi_v, d)
     lo_u, hi_u, lo_v, hi_v = math.exp(lo_u), math.exp(hi_u), math.exp(lo_v), math.exp(hi_v)
+    u = np.empty(n)
+    eu = np.empty(n)
     v = np.empty(m)
+    ev = np.empty(m)
+    for i in range(n):                   # (separate loops: the exponentials vectorise)
+        u[i] = fexp(lu[i] - lu0[i])
+        eu[i] = fexp(lu[i] - ref_lu[i])
+    for j in range(m):
+        v[j] = fexp(lv[j] - lv0[j])
+        ev[j] = fexp(lv[j] - ref_lv[j])
     c = np.empty(m)
     bound = 0.0
     for j in range(m):
-        v[j] = math.exp(lv[j] - lv0[j])
-        e = math.exp(lv[j] - ref_lv[j])
-        c_lo = e * oc_lo[j] * lo_u
-        c_hi = e * oc_hi[j] * hi_u
+        c_lo = ev[j] * oc_lo[j] * lo_u
+        c_hi = ev[j] * oc_hi[j] * hi_u
         c[j] = 0.5 * (c_lo + c_hi)
         bound += 0.5 * (c_hi - c_lo)
     vals = np.empty(bvals.shape[0])
     r = np.empty(n)
     psum = 0.0
     for i in range(n):
-        ui = math.exp(lu[i] - lu0[i])
+        ui = u[i]
         s = 0.0
         for k in range(indptr[i], indptr[i + 1]):
             j = indices[k]
@@ -808,9 +815,8 @@ def bracket(indptr, indices, bvals, lu, lu0, lv, lv0, ref_lu, ref_lv, or_lo, or_
             vals[k] = p
             s += p
             c[j] += p
-        e = math.exp(lu[i] - ref_lu[i])
-        r_lo = e * or_lo[i] * lo_v
-        r_hi = e * or_hi[i] * hi_v
+        r_lo = eu[i] * or_lo[i] * lo_v
+        r_hi = eu[i] * or_hi[i] * hi_v
         r[i] = s + 0.5 * (r_lo + r_hi)
         bound += 0.5 * (r_hi - r_lo)
         psum += s
