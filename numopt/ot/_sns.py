@@ -550,14 +550,16 @@ def minimize_sns(problem, x0=None, *, callback=None, maxiter=1000, tol=1e-9, n_s
         elif err + bound <= tol:
             state = "converged"
     f = float(a @ lu + b @ lv - r.sum())
+    forcing = 1.0
     while state is None and nit < maxiter:
         g = np.concatenate([a - r, b - c])
         gnorm = float(np.sqrt(g @ g))
         indptr, indices, _ = newton.pattern
         ridge = 1e-12 * max(float(r.max()), float(c.max()))
-        # forcing term sqrt(||g||) (superlinear), relaxed when the step only has to close the last gap
-        # to tol: the linear model then needs to reduce the error by tol/err, not to zero
-        rtol = cg_rtol if cg_rtol is not None else min(0.1, max(np.sqrt(gnorm), 0.25 * tol / err))
+        # forcing term sqrt(||g||) (superlinear), tightened 10x after every damped or failed step (loose
+        # solves can give directions that stall there: measured), and relaxed when the step only
+        # has to close the last gap to tol: the linear model then needs to reduce the error by tol/err
+        rtol = cg_rtol if cg_rtol is not None else min(0.1, max(forcing * np.sqrt(gnorm), 0.25 * tol / err))
         t0 = time.perf_counter()
         dz, it_cg, _ = kern.pcg_schur(indptr, indices, vals, r, c, ridge, g, rtol, cg_maxiter)
         sc.tick("cg", t0, count=False)
@@ -616,6 +618,8 @@ def minimize_sns(problem, x0=None, *, callback=None, maxiter=1000, tol=1e-9, n_s
                 vals, r, c, bound = newton.refresh(lu, lv, reselect=False, dense=True)
                 err = l1(r, c)
             f = float(a @ lu + b @ lv - r.sum())
+        if alpha < 1.0:                # a damped or failed step: solve the next system tighter
+            forcing = max(0.1 * forcing, 1e-8)
         cg_iters.append(it_cg)
         density.append(dens)
         stop = report(err, nstep, stage=stage, step=alpha, cg_iters=it_cg, density=dens, err_bound=bound)

@@ -329,3 +329,38 @@ def test_sns_counts_passes_and_reaches_tol_at_small_reg():
     assert res.cost == pytest.approx((P * M).sum(), rel=1e-12)
     with pytest.raises(ValueError, match="refresh_ratio"):
         numopt.minimize(prob, method="sns", refresh_ratio=0.0)
+
+
+def _fuzz_case(want):
+    # the random-problem generator under which a loose Schur-CG solve once made Newton stall
+    rng = np.random.default_rng(123)
+    for trial in range(want + 1):
+        n, m = int(rng.integers(2, 700)), int(rng.integers(2, 700))
+        kind = trial % 4
+        if kind == 0:
+            M = rng.random((n, m))
+        elif kind == 1:
+            x, y = rng.random((n, 2)), rng.random((m, 2))
+            M = ((x[:, None] - y[None]) ** 2).sum(-1)
+            M /= M.max()
+        elif kind == 2:
+            M = rng.random((n, m)) * 10 - 5
+        else:
+            M = np.abs(rng.random((n, 1)) - rng.random((m, 1)).T)
+        a, b = rng.random(n) ** 3, rng.random(m) ** 3
+        if trial % 5 == 0:
+            a[rng.integers(0, n)] = 0.0
+        a, b = a / a.sum(), b / b.sum()
+        reg = float(10 ** rng.uniform(-3.5, -0.5)) * (np.ptp(M) + 1e-12)
+    return a, b, M, reg
+
+
+@pytest.mark.parametrize("trial", [1, 14])
+def test_sns_tightens_cg_after_damped_steps(trial):
+    # trial 1 (a W2 cloud, small reg) stalled near 1e-5 and trial 14 (large reg) near 1e-7 with the loose
+    # forcing term alone; both converge once a damped step tightens the next solve
+    a, b, M, reg = _fuzz_case(trial)
+    res = numopt.minimize(OptimalTransport(a, b, M, reg), method="sns", tol=1e-9, maxiter=500)
+    assert res.success and res.marginal_error <= 1e-9
+    P = res.plan
+    assert np.abs(P.sum(1) - a).sum() + np.abs(P.sum(0) - b).sum() <= 1e-9
