@@ -684,63 +684,6 @@ def absorb_sparse(M, inv, lu, lv, a, window, lu0, S, rs, acc_s, acc_u, start_col
                            cvals, ovf)
 
 
-@_twins(_FM)
-def _plan_from_cost_impl(M, inv, lu, lv, P, r, acc, cost):
-    n, m = M.shape
-    nchunk = acc.shape[0]
-    for t in prange(nchunk):
-        lo, hi = _rows_of(t, n, nchunk)
-        _zero_chunk(t, acc, acc, acc, False)
-        cs = 0.0
-        i = lo
-        while i + 4 <= hi:                 # four rows at a time: each column sum updated once per four
-            l0, l1, l2, l3 = lu[i], lu[i + 1], lu[i + 2], lu[i + 3]
-            s0 = s1 = s2 = s3 = 0.0
-            for j in range(m):
-                lvj = lv[j]
-                p0 = fexp(l0 + lvj - M[i, j] * inv)
-                p1 = fexp(l1 + lvj - M[i + 1, j] * inv)
-                p2 = fexp(l2 + lvj - M[i + 2, j] * inv)
-                p3 = fexp(l3 + lvj - M[i + 3, j] * inv)
-                P[i, j] = p0
-                P[i + 1, j] = p1
-                P[i + 2, j] = p2
-                P[i + 3, j] = p3
-                s0 += p0
-                s1 += p1
-                s2 += p2
-                s3 += p3
-                acc[t, j] += (p0 + p1) + (p2 + p3)
-                cs += (p0 * M[i, j] + p1 * M[i + 1, j]) + (p2 * M[i + 2, j] + p3 * M[i + 3, j])
-            r[i], r[i + 1], r[i + 2], r[i + 3] = s0, s1, s2, s3
-            i += 4
-        while i < hi:
-            li = lu[i]
-            s = 0.0
-            for j in range(m):
-                p = fexp(li + lv[j] - M[i, j] * inv)
-                P[i, j] = p
-                s += p
-                acc[t, j] += p
-                cs += p * M[i, j]
-            r[i] = s
-            i += 1
-        cost[t] = cs
-
-
-_plan_from_cost_par, _plan_from_cost_ser = _plan_from_cost_impl
-
-
-@njit(cache=True, nogil=True)
-def plan_from_cost(M, inv, lu, lv, P, r, acc, cost):
-    """The plan ``P_ij = exp(lu_i + lv_j - M_ij*inv)`` written into P, with its row sums ``r``, per-chunk
-    column sums ``acc`` and per-chunk transport costs ``cost[t]`` (as ``finalize_plan``), in one pass."""
-    if M.size >= _PAR_MIN:
-        _plan_from_cost_par(M, inv, lu, lv, P, r, acc, cost)
-    else:
-        _plan_from_cost_ser(M, inv, lu, lv, P, r, acc, cost)
-
-
 @njit(cache=True, nogil=True)
 def shift_range(lu, lu0, lv, lv0):
     """``(max(lu - lu0) + max(lv - lv0), max(|lu - lu0|, |lv - lv0|))`` in one pass; NaN if any is."""
@@ -1113,9 +1056,17 @@ def pattern_sums(indptr, indices, bvals, u, v):
     return out, rows, cols
 
 
+@njit(inline="always", fastmath=_FM)
+def _plan_entry(from_cost, M, inv, B, x, y, i, j):
+    """P_ij from the cost (``x, y = lu, lv``) or from the base (``x, y = u, v``)."""
+    if from_cost:
+        return fexp(x[i] + y[j] - M[i, j] * inv)
+    return (x[i] * B[i, j]) * y[j]
+
+
 @_twins(_FM)
-def _finalize_impl(B, u, v, M, r, acc, cost):
-    n, m = B.shape
+def _final_impl(M, inv, B, x, y, P, r, acc, cost, from_cost):
+    n, m = M.shape
     nchunk = acc.shape[0]
     for t in prange(nchunk):
         lo, hi = _rows_of(t, n, nchunk)
@@ -1123,18 +1074,16 @@ def _finalize_impl(B, u, v, M, r, acc, cost):
         cs = 0.0
         i = lo
         while i + 4 <= hi:                 # four rows at a time: each column sum updated once per four
-            u0, u1, u2, u3 = u[i], u[i + 1], u[i + 2], u[i + 3]
             s0 = s1 = s2 = s3 = 0.0
             for j in range(m):
-                vj = v[j]
-                p0 = (u0 * B[i, j]) * vj
-                p1 = (u1 * B[i + 1, j]) * vj
-                p2 = (u2 * B[i + 2, j]) * vj
-                p3 = (u3 * B[i + 3, j]) * vj
-                B[i, j] = p0
-                B[i + 1, j] = p1
-                B[i + 2, j] = p2
-                B[i + 3, j] = p3
+                p0 = _plan_entry(from_cost, M, inv, B, x, y, i, j)
+                p1 = _plan_entry(from_cost, M, inv, B, x, y, i + 1, j)
+                p2 = _plan_entry(from_cost, M, inv, B, x, y, i + 2, j)
+                p3 = _plan_entry(from_cost, M, inv, B, x, y, i + 3, j)
+                P[i, j] = p0
+                P[i + 1, j] = p1
+                P[i + 2, j] = p2
+                P[i + 3, j] = p3
                 s0 += p0
                 s1 += p1
                 s2 += p2
@@ -1144,11 +1093,10 @@ def _finalize_impl(B, u, v, M, r, acc, cost):
             r[i], r[i + 1], r[i + 2], r[i + 3] = s0, s1, s2, s3
             i += 4
         while i < hi:
-            ui = u[i]
             s = 0.0
             for j in range(m):
-                p = (ui * B[i, j]) * v[j]
-                B[i, j] = p
+                p = _plan_entry(from_cost, M, inv, B, x, y, i, j)
+                P[i, j] = p
                 s += p
                 acc[t, j] += p
                 cs += p * M[i, j]
@@ -1157,17 +1105,26 @@ def _finalize_impl(B, u, v, M, r, acc, cost):
         cost[t] = cs
 
 
-_finalize_par, _finalize_ser = _finalize_impl
+_final_par, _final_ser = _final_impl
 
 
-@njit(cache=True, nogil=True)
+def _final(M, inv, B, x, y, P, r, acc, cost, from_cost):
+    if M.size >= _PAR_MIN:
+        _final_par(M, inv, B, x, y, P, r, acc, cost, from_cost)
+    else:
+        _final_ser(M, inv, B, x, y, P, r, acc, cost, from_cost)
+
+
 def finalize_plan(B, u, v, M, r, acc, cost):
     """In place ``B <- diag(u) B diag(v)`` (the returned plan), with its row sums ``r``, per-chunk column
     sums ``acc`` and per-chunk transport costs ``cost[t]`` (sum of ``P_ij M_ij``), in one pass."""
-    if B.size >= _PAR_MIN:
-        _finalize_par(B, u, v, M, r, acc, cost)
-    else:
-        _finalize_ser(B, u, v, M, r, acc, cost)
+    _final(M, 1.0, B, u, v, B, r, acc, cost, False)
+
+
+def plan_from_cost(M, inv, lu, lv, P, r, acc, cost):
+    """The plan ``P_ij = exp(lu_i + lv_j - M_ij*inv)`` written into P, with its row sums ``r``, per-chunk
+    column sums ``acc`` and per-chunk transport costs ``cost[t]`` (as ``finalize_plan``), in one pass."""
+    _final(M, inv, P, lu, lv, P, r, acc, cost, True)
 
 
 @njit(cache=True, nogil=True, fastmath=_FM)

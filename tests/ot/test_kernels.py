@@ -347,16 +347,22 @@ def test_scaled_pass_every_mode_matches_numpy(twin, n, nchunk):
 
 
 @pytest.mark.parametrize("twin", ["par", "ser"])
-def test_finalize_plan_matches_numpy(twin):
+@pytest.mark.parametrize("from_cost", [False, True])
+def test_final_pass_matches_numpy(twin, from_cost):
+    # the plan in place of the base B (P = diag(u) B diag(v)) or straight from the cost (exponentials)
     rng = np.random.default_rng(12)
     n, m, nchunk = 23, 19, 2
     B = rng.random((n, m))
     M = rng.random((n, m))
-    u, v = rng.random(n), rng.random(m)
-    P = (u[:, None] * B) * v[None, :]
+    if from_cost:
+        x, y, inv = rng.standard_normal(n) - 3, rng.standard_normal(m), 7.0
+        P = np.exp(x[:, None] + y[None, :] - M * inv)
+    else:
+        x, y, inv = rng.random(n), rng.random(m), 1.0
+        P = (x[:, None] * B) * y[None, :]
     r, acc, cost = np.empty(n), np.empty((nchunk, m)), np.empty(nchunk)
-    (kern._finalize_par if twin == "par" else kern._finalize_ser)(B, u, v, M, r, acc, cost)
-    np.testing.assert_allclose(B, P, rtol=1e-15)
+    (kern._final_par if twin == "par" else kern._final_ser)(M, inv, B, x, y, B, r, acc, cost, from_cost)
+    np.testing.assert_allclose(B, P, rtol=1e-14)
     np.testing.assert_allclose(r, P.sum(1), rtol=1e-13)
     np.testing.assert_allclose(acc.sum(0), P.sum(0), rtol=1e-13)
     assert cost.sum() == pytest.approx((P * M).sum(), rel=1e-13)
@@ -433,23 +439,6 @@ def test_absorb_sparse_matches_numpy(twin, nchunk, m):
     tiny = np.array([t * 3 // nchunk for t in range(nchunk + 1)])
     fn(M, inv, lu, lv, a, window, lu0, S, rs, acc_s, acc_u, False, tiny, rowcnt, ccols, cvals, ovf)
     assert ovf.all()
-
-
-@pytest.mark.parametrize("twin", ["par", "ser"])
-def test_plan_from_cost_matches_numpy(twin):
-    rng = np.random.default_rng(21)
-    n, m, nchunk = 23, 19, 2
-    M = rng.random((n, m))
-    lu, lv = rng.standard_normal(n) - 3, rng.standard_normal(m)
-    inv = 7.0
-    P, r, acc, cost = np.empty((n, m)), np.empty(n), np.empty((nchunk, m)), np.zeros(nchunk)
-    fn = kern._plan_from_cost_par if twin == "par" else kern._plan_from_cost_ser
-    fn(M, inv, lu, lv, P, r, acc, cost)
-    ref = np.exp(lu[:, None] + lv[None, :] - M * inv)
-    np.testing.assert_allclose(P, ref, rtol=1e-14)
-    np.testing.assert_allclose(r, ref.sum(1), rtol=1e-13)
-    np.testing.assert_allclose(acc.sum(0), ref.sum(0), rtol=1e-13)
-    assert cost.sum() == pytest.approx((ref * M).sum(), rel=1e-13)
 
 
 def test_shift_range_and_bracket_match_numpy():
