@@ -739,30 +739,20 @@ def bracket(indptr, indices, bvals, lu, lu0, lv, lv0, ref_lu, ref_lv, or_lo, or_
     for j in range(m):
         v[j] = fexp(lv[j] - lv0[j])
         ev[j] = fexp(lv[j] - ref_lv[j])
-    c = np.empty(m)
+    vals, r, c = pattern_sums(indptr, indices, bvals, u, v)
+    psum = 0.0
     bound = 0.0
     for j in range(m):
         c_lo = ev[j] * oc_lo[j] * lo_u
         c_hi = ev[j] * oc_hi[j] * hi_u
-        c[j] = 0.5 * (c_lo + c_hi)
+        c[j] += 0.5 * (c_lo + c_hi)
         bound += 0.5 * (c_hi - c_lo)
-    vals = np.empty(bvals.shape[0])
-    r = np.empty(n)
-    psum = 0.0
     for i in range(n):
-        ui = u[i]
-        s = 0.0
-        for k in range(indptr[i], indptr[i + 1]):
-            j = indices[k]
-            p = (ui * bvals[k]) * v[j]
-            vals[k] = p
-            s += p
-            c[j] += p
         r_lo = eu[i] * or_lo[i] * lo_v
         r_hi = eu[i] * or_hi[i] * hi_v
-        r[i] = s + 0.5 * (r_lo + r_hi)
+        psum += r[i]
+        r[i] += 0.5 * (r_lo + r_hi)
         bound += 0.5 * (r_hi - r_lo)
-        psum += s
     return vals, r, c, bound, psum
 
 
