@@ -227,5 +227,15 @@ def minimize_sinkhorn(problem, x0=None, *, callback=None, maxiter=1000, tol=1e-9
             lu, lv = problem.log_potentials(x0)   # return the start point rather than NaN
     else:
         lu, lv = np.log(u), np.log(v)
+    # the error above is the kernel's; the plan returned is recomputed from (lu, lv) in the log domain,
+    # where entries that underflowed in K count again: success must hold for that plan
+    dual = ws.dual_pass(lu, lv)
+    if state == "converged":
+        err = ws.error(ws.r, ws.c)
+        if not err <= tol:
+            state = "breakdown"
+            status = STATUS_BREAKDOWN
+            message = (f"The kernel iteration met tol, but the plan of its potentials has L1 marginal error "
+                       f"{err:.1e} (exp(-M/reg) underflowed where it matters): use method='sinkhorn_log' or 'sns'.")
     return finish(problem, ws, mon, lu, lv, converged=state == "converged", status=status, message=message,
-                  warn=warn, nit_sinkhorn=nit, nit_newton=0)
+                  warn=warn, P=ws.plans[0], r=ws.r, c=ws.c, dual=dual, nit_sinkhorn=nit, nit_newton=0)

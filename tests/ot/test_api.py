@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 import numopt
 import numopt.ot as not_
+from numopt.exceptions import ConvergenceWarning
 from numopt.problems import OptimalTransport
 
 from _ot_cases import random_problem
@@ -194,3 +195,22 @@ def test_fuzz_bad_inputs_give_clean_errors(a, b, shape, reg):
         assert str(exc)
     else:
         assert np.all(np.isfinite(G))
+
+def test_kernel_sinkhorn_success_is_about_the_returned_plan():
+    # hypothesis found it: the kernel iteration met tol while exp(-M/reg) had underflowed in a column;
+    # the plan recomputed from its potentials missed tol by far, yet success was reported
+    rng = np.random.default_rng(0)
+    a = rng.random(1) * (rng.random(1) >= 0)
+    b = rng.random(2) * (rng.random(2) >= 0)
+    a, b = a / a.sum(), b / b.sum()
+    M = rng.random((1, 2)) * rng.choice([1e-3, 1.0, 100.0])
+    with pytest.warns(ConvergenceWarning):
+        res = numopt.minimize(OptimalTransport(a, b, M, 1e-3), method="sinkhorn", tol=1e-9, maxiter=300)
+    P = res.plan
+    err = np.abs(P.sum(1) - a).sum() + np.abs(P.sum(0) - b).sum()
+    assert err == pytest.approx(res.marginal_error, rel=1e-9) and err > 1e-9
+    assert not res.success and res.status == 3 and "underflowed" in res.message
+    # the log-domain solvers meet it
+    for method in ("sinkhorn_log", "sns"):
+        ref = numopt.minimize(OptimalTransport(a, b, M, 1e-3), method=method, tol=1e-9)
+        assert ref.success and ref.marginal_error <= 1e-9
