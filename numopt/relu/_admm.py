@@ -52,8 +52,8 @@ import numpy as np
 
 from .._monitor import Monitor
 from .._validation import check_bool, check_choice, check_int, check_positive
-from ._kernels import (cone_abs, dr_group_step, dr_slack_step, extrapolate, group_shrink, masked_outer,
-                       masked_rowsum)
+from ._kernels import (cone_abs, diff_norm, dr_dual_step, dr_group_step, dr_slack_step, extrapolate, masked_outer,
+                       masked_rowsum, shrink_rhs)
 from ._linsolve import PATHS, USolver
 
 __all__ = ["minimize_admm", "admm_result_fields"]
@@ -258,10 +258,12 @@ def minimize_admm(problem, x0=None, *, callback=None, rho=None, cone_scale=1.0, 
     c2XtX = (c * c) * solver.XtX
     sq_pri = np.sqrt(m * (d + n))
     sq_dual = np.sqrt(m * d)
-    # scratch buffers of the map (reused every evaluation)
-    Vb, Tb, XUb, Ub, yhat = np.empty((d, m)), np.empty((n, m)), np.empty((n, m)), np.empty((d, m)), np.empty(n)
-    rhsb = np.empty((d, m))
-    ftyr = [None, None]
+    # scratch buffers of the map (reused every evaluation); V and GS are fresh per evaluation because the
+    # dual residual compares them with the previous iterate's
+    Tb, XUb, Ub, yhat = np.empty((n, m)), np.empty((n, m)), np.empty((d, m)), np.empty(n)
+    GAb, rhsb, GGUb = np.empty((d, m)), np.empty((d, m)), np.empty((d, m))
+    XT = X.T
+    b0 = [None, np.zeros((d, m))]                  # [rho, F^T y / rho] (squared loss; zeros otherwise)
     n_evals = [0]
 
     def fixed_point_map(z, Tz):
@@ -269,41 +271,37 @@ def minimize_admm(problem, x0=None, *, callback=None, rho=None, cone_scale=1.0, 
         n_evals[0] += 1
         b, Tb_ = lay.views(z), lay.views(Tz)
         Qv, Qs, GQ = b["Qv"], b["Qs"], b["GQ"]
-        V = group_shrink(Qv, thr, Vb)                       # v = prox(Qv), lam = Qv - v
-        GA = X.T @ cone_abs(Qs, D, c, Tb)                   # G^T (s - nu)
-        rhs = np.multiply(V, 2.0, out=rhsb)                 # (v - lam) + G^T (s - nu)
-        rhs -= Qv
-        rhs += GA
+        GA = np.matmul(XT, cone_abs(Qs, D, c, Tb), out=GAb)      # G^T (s - nu)
+        if squared and b0[0] != rho:                            # F^T y / rho, recomputed only when rho changes
+            b0[:] = [rho, FtYr / rho]
+        V = np.empty((d, m))
+        shrink_rhs(Qv, GA, b0[1], thr, V, rhsb)                 # v = prox(Qv); rhs = (v - lam) + G^T (s - nu) [+ F^T y / rho]
         if squared:
-            if ftyr[0] != rho:                              # F^T y / rho, recomputed only when rho changes
-                ftyr[:] = [rho, FtYr / rho]
-            rhs += ftyr[1]
-            U = solver.solve(rhs, out=Ub)
+            U = solver.solve(rhsb, out=Ub)
             XU = np.matmul(X, U, out=XUb)
         else:
             U, XU = Ub, XUb
             U[:], XU[:] = b["U"], b["XU"]
             for _ in range(inner_iter):
                 g = problem.loss_grad(masked_rowsum(XU, D))
-                grad = (X.T @ masked_outer(D, g, Tb)) / rho + U + c2XtX @ U - rhs
+                grad = (XT @ masked_outer(D, g, Tb)) / rho + U + c2XtX @ U - rhsb
                 U -= solver.solve(grad)
                 np.matmul(X, U, out=XU)
             Tb_["U"][:], Tb_["XU"][:] = U, XU
         r2u, u2, v2, l2, unorm = dr_group_step(U, Qv, V, relaxation, Tb_["Qv"])
         r2s, g2, s2 = dr_slack_step(XU, D, Qs, c, relaxation, Tb_["Qs"], yhat)
-        GS = 0.5 * (GQ + GA)                                # G^T s
-        # G^T Qs_new = G^T Qs + alpha (G^T G u - G^T s)
-        np.add(GQ, relaxation * (c2XtX @ U - GS), out=Tb_["GQ"])
+        GS = np.empty((d, m))                                   # G^T s; Tz's G^T Qs = GQ + alpha (G^T G u - G^T s)
+        lgn2 = dr_dual_step(GQ, GA, np.matmul(c2XtX, U, out=GGUb), Qv, V, relaxation, Tb_["GQ"], GS)
         fun_u = problem.loss_value(yhat) + beta * unorm
-        return {"V": V.copy(), "GS": GS, "GN": GQ - GS, "Lam": Qv - V, "U": U, "r2": r2u + r2s,
+        return {"V": V, "GS": GS, "U": U, "r2": r2u + r2s, "lam_gn": np.sqrt(lgn2),
                 "nu_pri": max(np.sqrt(u2 + g2), np.sqrt(v2 + s2)), "fun": fun_u}
 
     def certificates(info, prev):
         """Primal residual at z and dual residual between the previous accepted iterate and z."""
         r_pri = np.sqrt(info["r2"])
-        r_dual = np.inf if prev is None else rho * np.linalg.norm((info["V"] - prev["V"]) + (info["GS"] - prev["GS"]))
+        r_dual = np.inf if prev is None else rho * diff_norm(info["V"], prev["V"], info["GS"], prev["GS"])
         eps_pri = sq_pri * atol + rtol * info["nu_pri"]
-        eps_dual = sq_dual * atol + rtol * max(dual_ref, rho * np.linalg.norm(info["Lam"] + info["GN"]))
+        eps_dual = sq_dual * atol + rtol * max(dual_ref, rho * info["lam_gn"])
         return r_pri, r_dual, eps_pri, eps_dual
 
     aa = _Anderson(anderson, n_acc, lay.size) if anderson > 0 else None
@@ -340,9 +338,9 @@ def minimize_admm(problem, x0=None, *, callback=None, rho=None, cone_scale=1.0, 
                 sc = rho / new_rho
                 Qs = blk["Qs"]
                 Sp = np.maximum(Qs, 0.0)
-                blk["Qv"][:] = info["V"] + sc * info["Lam"]
+                blk["Qv"][:] = info["V"] + sc * (blk["Qv"] - info["V"])          # v + (rho_old / rho_new) lam
                 blk["Qs"][:] = Sp + sc * (Qs - Sp)
-                blk["GQ"][:] = info["GS"] + sc * info["GN"]
+                blk["GQ"][:] = info["GS"] + sc * (blk["GQ"] - info["GS"])
                 rho, thr = new_rho, beta / new_rho
                 t1 = time.perf_counter()
                 solver = USolver(problem, rho, linear_solver, c)
@@ -393,7 +391,8 @@ def minimize_admm(problem, x0=None, *, callback=None, rho=None, cone_scale=1.0, 
             z, Tz = Tz, z
             info = fixed_point_map(z, Tz)
     blk = lay.views(z)
-    V, Lam, Qs = info["V"], info["Lam"], blk["Qs"]
+    V, Qs = info["V"], blk["Qs"]
+    Lam = blk["Qv"] - V
     S = np.maximum(Qs, 0.0)
     state = {"UZ": info["U"].copy(), "V": V.copy(), "Lam": Lam.copy(), "Nu": Qs - S, "ES": np.tile(E, 2) * S,
              "rho": rho}
