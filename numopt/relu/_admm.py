@@ -52,8 +52,8 @@ import numpy as np
 
 from .._monitor import Monitor
 from .._validation import check_bool, check_choice, check_int, check_positive
-from ._kernels import (cone_abs, diff_norm, dr_dual_step, dr_group_step, dr_slack_step, extrapolate, masked_outer,
-                       masked_rowsum, shrink_rhs)
+from ._kernels import (cone_abs, diff_norm, dr_dual_step, dr_group_step, dr_slack_step, half_sq_dist,
+                       masked_outer, masked_rowsum, momentum_point, shrink_rhs)
 from ._linsolve import PATHS, USolver
 
 __all__ = ["minimize_admm", "admm_result_fields"]
@@ -292,7 +292,7 @@ def minimize_admm(problem, x0=None, *, callback=None, rho=None, cone_scale=1.0, 
         r2s, g2, s2 = dr_slack_step(XU, D, Qs, c, relaxation, Tb_["Qs"], yhat)
         GS = np.empty((d, m))                                   # G^T s; Tz's G^T Qs = GQ + alpha (G^T G u - G^T s)
         lgn2 = dr_dual_step(GQ, GA, np.matmul(c2XtX, U, out=GGUb), Qv, V, relaxation, Tb_["GQ"], GS)
-        fun_u = problem.loss_value(yhat) + beta * unorm
+        fun_u = (half_sq_dist(yhat, y) if squared else problem.loss_value(yhat)) + beta * unorm
         return {"V": V, "GS": GS, "U": U, "r2": r2u + r2s, "lam_gn": np.sqrt(lgn2),
                 "nu_pri": max(np.sqrt(u2 + g2), np.sqrt(v2 + s2)), "fun": fun_u}
 
@@ -365,7 +365,8 @@ def minimize_admm(problem, x0=None, *, callback=None, rho=None, cone_scale=1.0, 
                 n_mom = 0
             r_last = r_pri
             theta = (n_mom - 1.0) / (n_mom + 2.0) if n_mom > 0 else 0.0
-            z = extrapolate(Tz, T_prev, z, theta)         # z is spent: T(z) is in Tz
+            momentum_point(Tz, T_prev, z, theta)            # z is spent: T(z) is in Tz
+            Tz, T_prev = T_prev, Tz                         # T(z) becomes the previous image; no copy
             n_mom += 1
             info = fixed_point_map(z, Tz)
             continue
@@ -445,8 +446,19 @@ class _Layout:
         self.size = int(self.offsets[-1])
         self.n_acc = int(self.offsets[len(names)])
 
+        self._cache = {}
+
     def views(self, z):
-        return {k: z[self.offsets[i]:self.offsets[i + 1]].reshape(shp) for i, (k, shp) in enumerate(self.shapes)}
+        """``{name: block view}`` of ``z``; cached per buffer (the hot loop cycles through a few buffers)."""
+        key = id(z)
+        hit = self._cache.get(key)
+        if hit is not None and hit[0] is z:
+            return hit[1]
+        views = {k: z[self.offsets[i]:self.offsets[i + 1]].reshape(shp) for i, (k, shp) in enumerate(self.shapes)}
+        if len(self._cache) >= 8:               # Anderson allocates fresh points: keep the cache small
+            self._cache.pop(next(iter(self._cache)))
+        self._cache[key] = (z, views)           # holding z keeps its id from being reused while cached
+        return views
 
 
 class _Anderson:

@@ -371,21 +371,29 @@ def split_combine(CB, W, out):
 
 
 @njit(cache=True, nogil=True, fastmath=_FM)
-def extrapolate(Tz, Tz_prev, out, theta):
-    """Momentum step ``out = Tz + theta (Tz - Tz_prev)``, then ``Tz_prev = Tz`` (one pass, in place).
+def momentum_point(Tz, Tz_prev, out, theta):
+    """Momentum step ``out = Tz + theta (Tz - Tz_prev)`` (one pass; the caller then swaps ``Tz`` and ``Tz_prev``).
 
     ``theta == 0`` does not read ``Tz_prev`` (it may hold garbage at a restart).
     """
     if theta == 0.0:
         for i in range(Tz.shape[0]):
             out[i] = Tz[i]
-            Tz_prev[i] = Tz[i]
         return out
     for i in range(Tz.shape[0]):
         t = Tz[i]
         out[i] = t + theta * (t - Tz_prev[i])
-        Tz_prev[i] = t
     return out
+
+
+@njit(cache=True, nogil=True, fastmath=_FM)
+def half_sq_dist(a, b):
+    """``||a - b||^2 / 2`` (the squared loss at predictions ``a``)."""
+    acc = 0.0
+    for i in range(a.shape[0]):
+        t = a[i] - b[i]
+        acc += t * t
+    return 0.5 * acc
 
 
 @njit(cache=True, nogil=True)
@@ -720,7 +728,8 @@ def warmup():
     cone_abs(XA, D, 1.0, np.empty((4, 4)))
     dr_slack_step(XA, D, XA.copy(), 1.0, 1.6, np.empty((4, 4)), np.empty(4))
     dr_group_step(XA[:3], XA[:3].copy(), XA[:3].copy(), 1.6, np.empty((3, 4)))
-    extrapolate(np.ones(4), np.zeros(4), np.empty(4), 0.5)
+    momentum_point(np.ones(4), np.zeros(4), np.empty(4), 0.5)
+    half_sq_dist(np.ones(4), np.zeros(4))
     group_prox_dual_update(rng.standard_normal((3, 4)), np.zeros((3, 4)), np.zeros((3, 4)), 0.1, 1.0, 1.0)
     relu_features(X, rng.standard_normal((3, 2)))
     soft_threshold(np.ones(3), 0.5, np.empty(3))
