@@ -43,6 +43,12 @@ stopping signal: it can undershoot the optimum while the iterates are infeasible
 Per iteration (squared loss): two passes over ``X`` (``X^T (e o |q_s|)`` and ``X [U Z]``), the u-solve
 (Woodbury: one more masked pass each way and an ``n``-vector GEMV), and fused Numba passes over the
 ``n x 2P`` arrays (:mod:`numopt.relu._kernels`).
+
+Acceleration (default): safeguarded Anderson acceleration of the ``K``-fold map ``q -> T^K(q)`` (``K = 10``
+plain steps per extrapolation, memory 10; options ``anderson``, ``anderson_every``). Measured against the
+restarted Nesterov momentum of the previous default it halves the iterations on breast_cancer at P = 32
+(2,138 -> 1,081 to stay within 1e-4 of CVXPY) and cuts them 30-45% on three other sets; momentum remains
+available with ``anderson=0``.
 """
 from __future__ import annotations
 
@@ -55,6 +61,8 @@ from .._validation import check_bool, check_choice, check_int, check_positive
 from ._kernels import (cone_abs, diff_norm, dr_dual_step, dr_group_step, dr_slack_step, half_sq_dist,
                        masked_outer, masked_rowsum, momentum_point, shrink_rhs)
 from ._linsolve import PATHS, USolver
+
+_DEFAULT_ANDERSON = 10
 
 __all__ = ["minimize_admm", "admm_result_fields"]
 
@@ -91,8 +99,8 @@ def check_admm_options(relaxation, rtol, atol, maxiter):
 
 def minimize_admm(problem, x0=None, *, callback=None, rho=None, cone_scale=1.0, relaxation=1.6, rtol=1e-6, atol=1e-8,
                   maxiter=20000, linear_solver="auto", adaptive_rho=False, rho_mu=10.0, rho_tau=2.0,
-                  rho_update_every=10, max_rho_updates=30, momentum=True, restart_factor=1.0, anderson=0,
-                  aa_safeguard=1.0, inner_iter=1, presolve=True,
+                  rho_update_every=10, max_rho_updates=30, momentum=True, restart_factor=1.0, anderson=None,
+                  anderson_every=10, aa_safeguard=1.0, inner_iter=1, presolve=True,
                   initial_state=None,
                   verbose=False, progress=False):
     """Solve :class:`~numopt.problems.TwoLayerReLU` by ADMM with a pre-factorised u-step.
@@ -150,17 +158,33 @@ def minimize_admm(problem, x0=None, *, callback=None, rho=None, cone_scale=1.0, 
         O'Donoghue, Setzer and Baraniuk, SIAM J. Imaging Sci. 2014): the map is evaluated at
         ``q_k + theta_k (q_k - q_{k-1})``, ``theta_k = (j - 1) / (j + 2)`` with ``j`` the steps since the
         last restart, and ``j`` is reset to 0 whenever the fixed-point residual ``||T(q) - q||`` grows by
-        more than ``restart_factor``. One fused pass per iteration; ignored when ``anderson > 0``. Safeguard:
+        more than ``restart_factor``. One fused pass per iteration. **Only used with** ``anderson=0`` (the
+        default Anderson acceleration replaces it). Safeguard:
         if the residual ever exceeds 10x its best value, momentum is switched off for the rest of the run
         (``res.momentum_dropped``), and plain relaxed ADMM, convergent from any point, takes over.
         Measured (rtol = 1e-5, six problems: breast_cancer P = 8, 32 with beta 0.1, 1, 10, binary
-        digits, a synthetic teacher): 17-25% fewer iterations at the same accuracy.
+        digits, a synthetic teacher): 17-25% fewer iterations than plain ADMM at the same accuracy.
     restart_factor : float
         Restart threshold of the momentum (``>= 1`` keeps momentum while the residual does not grow).
-    anderson : int
-        Memory of the Anderson (type-II) acceleration of the one-state fixed-point map ``q -> T(q)``
-        (0: plain ADMM). An extrapolated point is kept only if its fixed-point residual ``||T(z) - z||`` is at most
-        ``aa_safeguard`` times the previous one; otherwise the plain step is taken and the memory reset.
+    anderson : int or None
+        Memory ``m`` of the Anderson (type-II) acceleration of the one-state fixed-point map (0: plain ADMM, or
+        momentum). ``None`` (default): 10 for the nominal program; the robust program (``adversarial_eps > 0``)
+        keeps its own default (off). The acceleration is applied to the ``K``-fold map ``T^K``
+        (``K = anderson_every``): from a start ``z0`` the solver takes ``K`` plain ADMM steps (each one a
+        monitored iteration with its own stopping test), then extrapolates from the pairs ``(z0, T^K(z0))`` of
+        the last ``m`` chains. The extrapolated start is kept only if its chain's residual ``||T^K(z) - z||`` is
+        at most ``aa_safeguard`` times the previous chain's; otherwise the solver continues from the plain point
+        ``T^K(z0)`` with a fresh memory (``res.n_aa_rejected``), so the worst case is plain relaxed ADMM.
+        ``T^K`` has the fixed points of ``T`` (``T`` is averaged), so the solution is unchanged.
+    anderson_every : int
+        ``K`` above. ``K = 1`` is classic Anderson on ``T``. Why ``K > 1``: the bookkeeping of Anderson(m)
+        reads ``2 m`` state-sized vectors per step (the state is ``n x 2P`` slacks, 40k numbers at ``n = 569,
+        P = 32``), as much memory traffic as an ADMM iteration; on ``T^K`` it is paid once per ``K``
+        iterations, and the extrapolation over the longer chains removed as many iterations as classic
+        Anderson(20-30) did. Measured (iterations until the objective stays within 1e-4 of CVXPY; momentum
+        vs Anderson ``m = 10, K = 10``): breast_cancer beta = 1 P = 8: 999 vs 647, P = 32: 2,138 vs 1,081;
+        binary digits n = 600 P = 16: 1,071 vs 601; synthetic teacher P = 32: 2,625 vs 1,831 (``m`` in 6-15,
+        ``K`` in 6-12 all within 10% of these). More settings in docs/relu.md.
     aa_safeguard : float
         Safeguard factor of the Anderson step.
     inner_iter : int
@@ -188,7 +212,8 @@ def minimize_admm(problem, x0=None, *, callback=None, rho=None, cone_scale=1.0, 
     if problem.robust:  # adversarial_eps > 0: the robust program has its own splitting (numopt.relu._robust)
         from ._robust import minimize_robust
         return minimize_robust(problem, x0, callback=callback, rho=rho, relaxation=relaxation, rtol=rtol, atol=atol,
-                               maxiter=maxiter, adaptive_rho=adaptive_rho, anderson=anderson,
+                               maxiter=maxiter, adaptive_rho=adaptive_rho,
+                               anderson=0 if anderson is None else anderson,
                                presolve=presolve, initial_state=initial_state, verbose=verbose,
                                progress=progress)
     rho = _default_rho(problem) if rho is None else check_positive(rho, "rho")
@@ -203,7 +228,8 @@ def minimize_admm(problem, x0=None, *, callback=None, rho=None, cone_scale=1.0, 
     rho_update_every = check_int(rho_update_every, "rho_update_every", min_value=1)
     max_rho_updates = check_int(max_rho_updates, "max_rho_updates", min_value=0)
     inner_iter = check_int(inner_iter, "inner_iter", min_value=1)
-    anderson = check_int(anderson, "anderson", min_value=0)
+    anderson = _DEFAULT_ANDERSON if anderson is None else check_int(anderson, "anderson", min_value=0)
+    anderson_every = check_int(anderson_every, "anderson_every", min_value=1)
     momentum = check_bool(momentum, "momentum") and anderson == 0
     restart_factor = check_positive(restart_factor, "restart_factor")
     aa_safeguard = check_positive(aa_safeguard, "aa_safeguard")
@@ -305,6 +331,13 @@ def minimize_admm(problem, x0=None, *, callback=None, rho=None, cone_scale=1.0, 
         return r_pri, r_dual, eps_pri, eps_dual
 
     aa = _Anderson(anderson, n_acc, lay.size) if anderson > 0 else None
+    if aa is not None:
+        # Anderson on the K-fold map T^K (K = anderson_every): chains of K plain steps from a start Z0, written
+        # alternately into A and B; FB keeps the plain continuation T^K(z0) while an extrapolated start is on trial
+        Z0, A_, B_, FB = (np.empty_like(z) for _ in range(4))
+        Z0[:] = z
+        z = Z0
+        chain_pos, checking, g_fb = 0, False, None
     if momentum:
         T_prev = np.empty_like(z)
         n_mom = 0                                   # steps since the last (re)start of the momentum
@@ -313,7 +346,7 @@ def minimize_admm(problem, x0=None, *, callback=None, rho=None, cone_scale=1.0, 
     converged = False
     n_rho_updates = n_rejected = 0
     r_pri = r_dual = np.inf
-    Tz = np.empty_like(z)
+    Tz = np.empty_like(z) if aa is None else A_
     info = fixed_point_map(z, Tz)
     prev = None
     k = 0
@@ -346,8 +379,11 @@ def minimize_admm(problem, x0=None, *, callback=None, rho=None, cone_scale=1.0, 
                 solver = USolver(problem, rho, linear_solver, c)
                 factor_time += time.perf_counter() - t1
                 n_rho_updates += 1
-                if aa is not None:
+                if aa is not None:                  # a fresh chain from the rescaled point, fresh memory
                     aa.reset()
+                    if z is not Z0:
+                        Z0[:] = z
+                    z, Tz, chain_pos, checking = Z0, A_, 0, False
                 if momentum:
                     n_mom, r_last = 0, np.inf
                 info = fixed_point_map(z, Tz)
@@ -370,27 +406,36 @@ def minimize_admm(problem, x0=None, *, callback=None, rho=None, cone_scale=1.0, 
             n_mom += 1
             info = fixed_point_map(z, Tz)
             continue
-        # next point: the plain step T(z), or its Anderson extrapolation (safeguarded)
+        # next point: the plain step T(z), or (Anderson) the next step of the chain / an extrapolation of T^K
         if aa is None:
             z, Tz = Tz, z
             info = fixed_point_map(z, Tz)
             continue
-        g = Tz[:n_acc] - z[:n_acc]
-        z_aa = aa.update(g, Tz)
-        if z_aa is None:
-            z, Tz = Tz, z
+        chain_pos += 1
+        if chain_pos < anderson_every:                  # inside a chain: plain step, ping-pong buffers
+            z, Tz = Tz, (B_ if Tz is A_ else A_)
             info = fixed_point_map(z, Tz)
             continue
-        Tz_aa = np.empty_like(z)
-        info_aa = fixed_point_map(z_aa, Tz_aa)
-        if np.linalg.norm(Tz_aa[:n_acc] - z_aa[:n_acc]) <= aa_safeguard * np.linalg.norm(g):
-            z, Tz, info = z_aa, Tz_aa, info_aa
-        else:                                   # rejected: plain step, fresh memory
-            n_rejected += 1
+        chain_pos = 0                                   # Tz = T^K(z0): one Anderson step on the map T^K
+        g = Tz[:n_acc] - Z0[:n_acc]
+        if checking and np.linalg.norm(g) > aa_safeguard * np.linalg.norm(g_fb):
+            n_rejected += 1                             # rejected: continue plainly from T^K of the last accepted start
             aa.reset()
-            aa.update(g, Tz)
-            z, Tz = Tz, z
-            info = fixed_point_map(z, Tz)
+            aa.update(g_fb, FB)
+            Z0[:] = FB
+            checking = False
+        else:
+            z_aa = aa.update(g, Tz)
+            if z_aa is None:
+                Z0[:] = Tz
+                checking = False
+            else:                                       # try the extrapolation; keep the plain continuation
+                FB[:] = Tz
+                g_fb = g
+                Z0[:] = z_aa
+                checking = True
+        z, Tz = Z0, A_
+        info = fixed_point_map(z, Tz)
     blk = lay.views(z)
     V, Qs = info["V"], blk["Qs"]
     Lam = blk["Qv"] - V
