@@ -63,6 +63,7 @@ from ._kernels import (cone_abs, diff_norm, dr_dual_step, dr_group_step, dr_slac
 from ._linsolve import PATHS, USolver
 
 _DEFAULT_ANDERSON = 10
+_DEFAULT_RELAXATION = 1.9
 
 __all__ = ["minimize_admm", "admm_result_fields"]
 
@@ -97,7 +98,7 @@ def check_admm_options(relaxation, rtol, atol, maxiter):
     return relaxation, rtol, atol, check_int(maxiter, "maxiter", min_value=1)
 
 
-def minimize_admm(problem, x0=None, *, callback=None, rho=None, cone_scale=1.0, relaxation=1.6, rtol=1e-6, atol=1e-8,
+def minimize_admm(problem, x0=None, *, callback=None, rho=None, cone_scale=1.0, relaxation=None, rtol=1e-6, atol=1e-8,
                   maxiter=20000, linear_solver="auto", adaptive_rho=False, rho_mu=10.0, rho_tau=2.0,
                   rho_update_every=10, max_rho_updates=30, momentum=True, restart_factor=1.0, anderson=None,
                   anderson_every=10, aa_safeguard=1.0, inner_iter=1, presolve=True,
@@ -132,10 +133,16 @@ def minimize_admm(problem, x0=None, *, callback=None, rho=None, cone_scale=1.0, 
         Constant ``c`` in ``G u = c (E_i X u_i)_i``. ``None`` scales the cone block so that ``c^2 X^T X``
         has unit mean eigenvalue. Measured on breast_cancer (P = 32, beta = 1) that was *slower* than
         ``c = 1`` (the paper's splitting), which is the default.
-    relaxation : float
+    relaxation : float or None
         Over-relaxation ``alpha`` in ``(0, 2)`` (Boyd et al. 3.4.3): the v-, s- and dual steps use
         ``alpha u + (1 - alpha) v_old`` and ``alpha G u + (1 - alpha) s_old``. The dual step is 1 (the
-        one-state form needs it; the former ``gamma`` option is gone).
+        one-state form needs it). ``None`` (default): 1.9 for the nominal program, the robust program's own
+        default (1.6) when ``adversarial_eps > 0``. Measured with the default Anderson acceleration (iterations
+        until the objective stays within 1e-4 of CVXPY, alpha = 1.6 -> 1.9): breast_cancer P = 8: 647 -> 650,
+        P = 32: 1,081 -> 885; binary digits: 601 -> 511; synthetic teacher: 1,831 -> 1,436; breast_cancer P = 32
+        with beta = 0.1: 1,501 -> 1,291, beta = 10: 771 -> 651, no bias: 846 -> 739; logistic loss: 2,742 -> 2,371;
+        digits n = 300, P = 32: 363 -> 323 (1.3: 21% more than 1.6; 1.7, 1.8 in between). Any ``alpha < 2`` keeps
+        plain relaxed ADMM convergent, the fallback of the safeguarded acceleration.
     rtol, atol : float
         Relative and absolute tolerances of the residual stopping rule (module docstring); ``rtol`` is
         about the relative objective accuracy reached (measured 1e-4 -> within ~1e-4 of CVXPY).
@@ -211,13 +218,15 @@ def minimize_admm(problem, x0=None, *, callback=None, rho=None, cone_scale=1.0, 
     """
     if problem.robust:  # adversarial_eps > 0: the robust program has its own splitting (numopt.relu._robust)
         from ._robust import minimize_robust
-        return minimize_robust(problem, x0, callback=callback, rho=rho, relaxation=relaxation, rtol=rtol, atol=atol,
+        return minimize_robust(problem, x0, callback=callback, rho=rho, relaxation=1.6 if relaxation is None else relaxation,
+                               rtol=rtol, atol=atol,
                                maxiter=maxiter, adaptive_rho=adaptive_rho,
                                anderson=0 if anderson is None else anderson,
                                presolve=presolve, initial_state=initial_state, verbose=verbose,
                                progress=progress)
     rho = _default_rho(problem) if rho is None else check_positive(rho, "rho")
     c = _default_cone_scale(problem) if cone_scale is None else check_positive(cone_scale, "cone_scale")
+    relaxation = _DEFAULT_RELAXATION if relaxation is None else relaxation
     relaxation, rtol, atol, maxiter = check_admm_options(relaxation, rtol, atol, maxiter)
     linear_solver = check_choice(linear_solver, "linear_solver", PATHS)
     adaptive_rho = check_bool(adaptive_rho, "adaptive_rho")
