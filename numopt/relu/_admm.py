@@ -58,7 +58,7 @@ import numpy as np
 
 from .._monitor import Monitor
 from .._validation import check_bool, check_choice, check_int, check_positive
-from ._kernels import (cone_abs, diff_norm, dr_dual_step, dr_group_step, dr_slack_step, half_sq_dist,
+from ._kernels import (aa_combine, aa_push, cone_abs, diff_norm, diff_norm2, dr_dual_step, dr_group_step, dr_slack_step, half_sq_dist,
                        masked_outer, masked_rowsum, momentum_point, shrink_rhs)
 from ._linsolve import PATHS, USolver
 
@@ -342,11 +342,11 @@ def minimize_admm(problem, x0=None, *, callback=None, rho=None, cone_scale=1.0, 
     aa = _Anderson(anderson, n_acc, lay.size) if anderson > 0 else None
     if aa is not None:
         # Anderson on the K-fold map T^K (K = anderson_every): chains of K plain steps from a start Z0, written
-        # alternately into A and B; FB keeps the plain continuation T^K(z0) while an extrapolated start is on trial
-        Z0, A_, B_, FB = (np.empty_like(z) for _ in range(4))
+        # alternately into A and B; the memory keeps the plain continuation T^K(z0) while an extrapolation is on trial
+        Z0, A_, B_ = (np.empty_like(z) for _ in range(3))
         Z0[:] = z
         z = Z0
-        chain_pos, checking, g_fb = 0, False, None
+        chain_pos, checking, g_ref = 0, False, np.inf
     if momentum:
         T_prev = np.empty_like(z)
         n_mom = 0                                   # steps since the last (re)start of the momentum
@@ -426,23 +426,18 @@ def minimize_admm(problem, x0=None, *, callback=None, rho=None, cone_scale=1.0, 
             info = fixed_point_map(z, Tz)
             continue
         chain_pos = 0                                   # Tz = T^K(z0): one Anderson step on the map T^K
-        g = Tz[:n_acc] - Z0[:n_acc]
-        if checking and np.linalg.norm(g) > aa_safeguard * np.linalg.norm(g_fb):
+        g_norm = np.sqrt(diff_norm2(Tz, Z0, n_acc))
+        if checking and g_norm > aa_safeguard * g_ref:
             n_rejected += 1                             # rejected: continue plainly from T^K of the last accepted start
-            aa.reset()
-            aa.update(g_fb, FB)
-            Z0[:] = FB
+            aa.reset(keep_last=True)
+            Z0[:] = aa.T_prev
             checking = False
         else:
-            z_aa = aa.update(g, Tz)
-            if z_aa is None:
+            aa.push(Z0, Tz)
+            g_ref = g_norm
+            checking = aa.extrapolate(Z0)               # try the extrapolation (the plain continuation stays in aa)
+            if not checking:
                 Z0[:] = Tz
-                checking = False
-            else:                                       # try the extrapolation; keep the plain continuation
-                FB[:] = Tz
-                g_fb = g
-                Z0[:] = z_aa
-                checking = True
         z, Tz = Z0, A_
         info = fixed_point_map(z, Tz)
     blk = lay.views(z)
@@ -518,10 +513,13 @@ class _Layout:
 class _Anderson:
     """Type-II Anderson acceleration (Walker and Ni 2011) with a ring memory of ``m`` differences.
 
-    Given residuals ``g_k = T(z_k) - z_k`` (on the first ``n_acc`` entries) and images ``T(z_k)``, the
-    next point is ``T(z_k) - dT gamma`` with ``gamma = argmin ||g_k - dG gamma||`` (a small Tikhonov term
-    keeps the ``m x m`` normal equations well posed). The Gram matrix gains one row per step and the
-    right-hand side ``dG^T g_k`` is updated from ``dG^T g_{k-1}``, so a step costs two ``m x N`` GEMVs.
+    Given pairs ``(z_k, T_k)`` (``T_k`` the image of ``z_k`` under the accelerated map) with residuals
+    ``g_k = T_k - z_k`` on the first ``n_acc`` entries, the next point is ``T_k - dT gamma`` with
+    ``gamma = argmin ||g_k - dG gamma||`` (a small Tikhonov term keeps the ``m x m`` normal equations well
+    posed). The Gram matrix gains one row per step and the right-hand side ``dG^T g_k`` is updated from
+    ``dG^T g_{k-1}``. Per step: one fused pass that forms the new differences in place (:func:`aa_push`), one
+    ``m x n_acc`` GEMV for the Gram row and ``m`` axpys for the combination (:func:`aa_combine`), all into
+    preallocated buffers.
     """
 
     def __init__(self, m, n_acc, size):
@@ -532,40 +530,45 @@ class _Anderson:
         self.rhs = np.zeros(m)
         self.g_prev = np.empty(n_acc)
         self.T_prev = np.empty(size)
+        self.has_prev = False
         self.reset()
 
-    def reset(self):
+    def reset(self, keep_last=False):
+        """Forget the differences; ``keep_last`` keeps the last pair (the next push then forms a difference)."""
         self.k = self.pos = 0
-        self.has_prev = False
+        if not keep_last:
+            self.has_prev = False
 
-    def update(self, g, Tz):
-        m = self.m
-        if self.has_prev:
-            j = self.pos
-            dg = self.dG[j]
-            np.subtract(g, self.g_prev, out=dg)
-            np.subtract(Tz, self.T_prev, out=self.dT[j])
-            k = min(self.k + 1, m)
-            row = self.dG[:k] @ dg
-            self.gram[j, :k] = row
-            self.gram[:k, j] = row
-            # dG_i^T g = dG_i^T g_prev + dG_i^T dg for the kept columns; the new one from scratch
-            rhs = self.rhs[:k] + row
-            rhs[j] = dg @ self.g_prev + row[j]
-            self.rhs[:k] = rhs
-            self.k, self.pos = k, (j + 1) % m
-        self.g_prev[:] = g
-        self.T_prev[:] = Tz
-        self.has_prev = True
-        if self.k == 0:
-            return None
+    def push(self, z, Tz):
+        """Add the pair ``(z, T(z))``."""
+        if not self.has_prev:
+            aa_push(Tz, z, self.n_acc, self.g_prev, self.T_prev, self.g_prev, self.T_prev, True)
+            self.has_prev = True
+            return
+        m, j = self.m, self.pos
+        dg_g = aa_push(Tz, z, self.n_acc, self.g_prev, self.T_prev, self.dG[j], self.dT[j], False)
+        k = min(self.k + 1, m)
+        row = self.dG[:k] @ self.dG[j]
+        self.gram[j, :k] = row
+        self.gram[:k, j] = row
+        # dG_i^T g_new = dG_i^T g_prev + dG_i^T dg for the kept columns; the new one is dg^T g_new
+        rhs = self.rhs[:k] + row
+        rhs[j] = dg_g
+        self.rhs[:k] = rhs
+        self.k, self.pos = k, (j + 1) % m
+
+    def extrapolate(self, out):
+        """Write the Anderson point ``T_last - dT gamma`` into ``out``; ``False`` (``out`` untouched) without one."""
         k = self.k
+        if k == 0:
+            return False
         gram = self.gram[:k, :k]
         reg = 1e-10 * np.trace(gram) + 1e-300
         try:
             coef = np.linalg.solve(gram + reg * np.eye(k), self.rhs[:k])
         except np.linalg.LinAlgError:
-            return None
+            return False
         if not np.all(np.isfinite(coef)):
-            return None
-        return Tz - coef @ self.dT[:k]
+            return False
+        aa_combine(self.T_prev, self.dT[:k], coef, out)
+        return True

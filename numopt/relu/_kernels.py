@@ -342,6 +342,54 @@ def diff_norm(A, A0, B, B0):
 
 
 @njit(cache=True, nogil=True, fastmath=_FM)
+def diff_norm2(a, b, n):
+    """``||a[:n] - b[:n]||^2``."""
+    acc = 0.0
+    for i in range(n):
+        t = a[i] - b[i]
+        acc += t * t
+    return acc
+
+
+@njit(cache=True, nogil=True, fastmath=_FM)
+def aa_push(T, z, n_acc, g_prev, T_prev, dg, dT, first):
+    """Anderson memory update in one pass: ``g = T[:n_acc] - z[:n_acc]``; unless ``first``, ``dg = g - g_prev`` and
+    ``dT = T - T_prev``; then ``g_prev = g``, ``T_prev = T``. Returns ``dg . g`` (0 when ``first``)."""
+    acc = 0.0
+    if first:
+        for i in range(n_acc):
+            g_prev[i] = T[i] - z[i]
+        for i in range(T.shape[0]):
+            T_prev[i] = T[i]
+        return acc
+    for i in range(n_acc):
+        g = T[i] - z[i]
+        d = g - g_prev[i]
+        dg[i] = d
+        acc += d * g
+        g_prev[i] = g
+    for i in range(T.shape[0]):
+        t = T[i]
+        dT[i] = t - T_prev[i]
+        T_prev[i] = t
+    return acc
+
+
+@njit(cache=True, nogil=True, fastmath=_FM)
+def aa_combine(T, dT, coef, out):
+    """Anderson point ``out = T - coef @ dT`` (``dT`` of shape ``k x N``), by rows (contiguous axpys)."""
+    N = out.shape[0]
+    for i in range(N):
+        out[i] = T[i]
+    for r in range(coef.shape[0]):
+        c = coef[r]
+        row = dT[r]
+        for i in range(N):
+            out[i] -= c * row[i]
+    return out
+
+
+@njit(cache=True, nogil=True, fastmath=_FM)
 def split_diff(B, out):
     """``out = B[:, :P] - B[:, P:]`` for ``B`` of shape ``d x 2P`` (``out`` C-contiguous ``d x P``)."""
     d, m = B.shape
@@ -720,6 +768,11 @@ def warmup():
     shrink_rhs(XA[:3].copy(), XA[:3].copy(), XA[:3].copy(), 0.5, V3, np.empty((3, 4)))
     dr_dual_step(XA[:3].copy(), XA[:3].copy(), XA[:3].copy(), XA[:3].copy(), V3, 1.6, np.empty((3, 4)), np.empty((3, 4)))
     diff_norm(V3, V3, V3, V3)
+    diff_norm2(np.ones(4), np.zeros(4), 3)
+    e4 = np.empty(4)
+    aa_push(np.ones(4), np.zeros(4), 3, np.zeros(3), np.zeros(4), np.empty(3), e4, False)
+    aa_push(np.ones(4), np.zeros(4), 3, np.zeros(3), np.zeros(4), np.empty(3), e4, True)
+    aa_combine(np.ones(4), np.ones((2, 4)), np.ones(2), e4)
     split_diff(V3, np.empty((3, 2)))
     split_combine(V3, np.empty((3, 2)), np.empty((3, 4)))
     masked_outer(D, np.ones(4), np.empty((4, 4)))

@@ -241,3 +241,18 @@ def test_woodbury_solve_writes_into_out_and_reuses_buffers():
             B = rng.standard_normal(out.shape)
             U = s.solve(B, out=out)
             assert U is out and np.allclose(s.apply_A(U), B, rtol=1e-9, atol=1e-10)
+
+
+def test_anderson_kernels_match_numpy():
+    rng = np.random.default_rng(3)
+    T, z, gp, Tp = rng.standard_normal(9), rng.standard_normal(9), rng.standard_normal(6), rng.standard_normal(9)
+    g0, T0 = gp.copy(), Tp.copy()
+    dg, dT = np.empty(6), np.empty(9)
+    acc = K.aa_push(T, z, 6, gp, Tp, dg, dT, False)
+    g = T[:6] - z[:6]
+    assert np.allclose(dg, g - g0, rtol=1e-14) and np.allclose(dT, T - T0, rtol=1e-14)
+    assert np.allclose(gp, g) and np.array_equal(Tp, T) and np.isclose(acc, (g - g0) @ g, rtol=1e-13)
+    assert K.aa_push(T, z, 6, gp, Tp, dg, dT, True) == 0.0 and np.allclose(gp, g)
+    assert np.isclose(K.diff_norm2(T, z, 6), np.sum((T[:6] - z[:6]) ** 2), rtol=1e-13)
+    D3, coef = rng.standard_normal((3, 9)), rng.standard_normal(3)
+    assert np.allclose(K.aa_combine(T, D3, coef, np.empty(9)), T - coef @ D3, rtol=1e-13)
