@@ -540,14 +540,30 @@ class _Anderson:
             self.has_prev = False
 
     def push(self, z, Tz):
-        """Add the pair ``(z, T(z))``."""
+        """Add the pair ``(z, T(z))`` (one fused pass over the state)."""
         if not self.has_prev:
             aa_push(Tz, z, self.n_acc, self.g_prev, self.T_prev, self.g_prev, self.T_prev, True)
             self.has_prev = True
             return
-        m, j = self.m, self.pos
-        dg_g = aa_push(Tz, z, self.n_acc, self.g_prev, self.T_prev, self.dG[j], self.dT[j], False)
-        k = min(self.k + 1, m)
+        j = self.pos
+        self._record(j, aa_push(Tz, z, self.n_acc, self.g_prev, self.T_prev, self.dG[j], self.dT[j], False))
+
+    def update(self, g, Tz):
+        """Add the pair given by its residual ``g`` and image ``Tz``; return the Anderson point (new array) or None."""
+        if self.has_prev:
+            j = self.pos
+            np.subtract(g, self.g_prev, out=self.dG[j])
+            np.subtract(Tz, self.T_prev, out=self.dT[j])
+            self._record(j, self.dG[j] @ g)
+        self.g_prev[:] = g
+        self.T_prev[:] = Tz
+        self.has_prev = True
+        out = np.empty_like(Tz)
+        return out if self.extrapolate(out) else None
+
+    def _record(self, j, dg_g):
+        """Gram row and right-hand side once ``dG[j]`` holds the new difference ``dg`` (``dg_g = dg^T g_new``)."""
+        k = min(self.k + 1, self.m)
         row = self.dG[:k] @ self.dG[j]
         self.gram[j, :k] = row
         self.gram[:k, j] = row
@@ -555,7 +571,7 @@ class _Anderson:
         rhs = self.rhs[:k] + row
         rhs[j] = dg_g
         self.rhs[:k] = rhs
-        self.k, self.pos = k, (j + 1) % m
+        self.k, self.pos = k, (j + 1) % self.m
 
     def extrapolate(self, out):
         """Write the Anderson point ``T_last - dT gamma`` into ``out``; ``False`` (``out`` untouched) without one."""
