@@ -47,8 +47,8 @@ Per iteration (squared loss): two passes over ``X`` (``X^T (e o |q_s|)`` and ``X
 Acceleration (default): safeguarded Anderson acceleration of the ``K``-fold map ``q -> T^K(q)`` (``K = 10``
 plain steps per extrapolation, memory 10; options ``anderson``, ``anderson_every``). Measured against the
 restarted Nesterov momentum of the previous default it halves the iterations on breast_cancer at P = 32
-(2,138 -> 1,081 to stay within 1e-4 of CVXPY) and cuts them 30-45% on three other sets; momentum remains
-available with ``anderson=0``.
+(2,138 -> 1,081 to stay within 1e-4 of CVXPY, both at relaxation 1.6; 885 with the default 1.9) and cuts them
+30-45% on three other sets; momentum remains available with ``anderson=0``.
 """
 from __future__ import annotations
 
@@ -189,7 +189,7 @@ def minimize_admm(problem, x0=None, *, callback=None, rho=None, cone_scale=1.0, 
         P = 32``), as much memory traffic as an ADMM iteration; on ``T^K`` it is paid once per ``K``
         iterations, and the extrapolation over the longer chains removed as many iterations as classic
         Anderson(20-30) did. Measured (iterations until the objective stays within 1e-4 of CVXPY; momentum
-        vs Anderson ``m = 10, K = 10``): breast_cancer beta = 1 P = 8: 999 vs 647, P = 32: 2,138 vs 1,081;
+        vs Anderson ``m = 10, K = 10``, both at relaxation 1.6): breast_cancer beta = 1 P = 8: 999 vs 647, P = 32: 2,138 vs 1,081;
         binary digits n = 600 P = 16: 1,071 vs 601; synthetic teacher P = 32: 2,625 vs 1,831 (``m`` in 6-15,
         ``K`` in 6-12 all within 10% of these). More settings in docs/relu.md.
     aa_safeguard : float
