@@ -181,7 +181,9 @@ def minimize_admm(problem, x0=None, *, callback=None, rho=None, cone_scale=1.0, 
         monitored iteration with its own stopping test), then extrapolates from the pairs ``(z0, T^K(z0))`` of
         the last ``m`` chains. The extrapolated start is kept only if its chain's residual ``||T^K(z) - z||`` is
         at most ``aa_safeguard`` times the previous chain's; otherwise the solver continues from the plain point
-        ``T^K(z0)`` with a fresh memory (``res.n_aa_rejected``), so the worst case is plain relaxed ADMM.
+        ``T^K(z0)`` with a fresh memory (``res.n_aa_rejected``): the accepted iterates converge as plain relaxed
+        ADMM does, and a rejected trial chain costs ``K`` iterations (measured: 0-9% of the chains rejected on nine
+        problems; the worst case, every other chain rejected, would double the iterations of plain ADMM).
         ``T^K`` has the fixed points of ``T`` (``T`` is averaged), so the solution is unchanged.
     anderson_every : int
         ``K`` above. ``K = 1`` is classic Anderson on ``T``. Why ``K > 1``: the bookkeeping of Anderson(m)
