@@ -4,11 +4,21 @@ The dense products ``X @ [U Z]`` and ``X.T @ [...]`` go to BLAS; these kernels f
 elementwise on the ``n x 2P`` arrays around them (mask with ``D_i``/``E_i``, project, update duals,
 accumulate residual norms) into one serial pass (threads do not pay at these sizes and fight BLAS
 threads on small machines). Inputs are trusted (checked upstream).
+
+The per-iteration ADMM kernels index their C-contiguous arrays through flat views (``A.reshape(-1)``,
+offsets ``k * 2P + i`` and ``k * 2P + P + i``) and are compiled with ``fastmath={"reassoc", "contract"}``:
+Numba's two-dimensional indexing kept LLVM from vectorising these short rows (``2P = 64``), and
+reassociation lets it vectorise the residual sums. Measured at ``n = 569, P = 32``: the slack step 51 -> 14 us,
+the cone product 19 -> 8 us. Only the order of floating-point additions changes (results stay deterministic);
+no ``nnan``/``ninf`` flags, so NaN and infinity propagate as in plain IEEE arithmetic.
 """
 from __future__ import annotations
 
 import numpy as np
 from numba import njit
+
+# reassociation (vectorised sums) and FMA contraction only: NaN/inf semantics are kept
+_FM = {"reassoc", "contract"}
 
 
 @njit(cache=True, nogil=True)
@@ -27,16 +37,34 @@ def masked_rowsum(XA, Dmat):
     return out
 
 
-@njit(cache=True, nogil=True)
-def masked_rowsum_single(XA, Dmat):
-    """``out_k = sum_i Dmat[k, i] XA[k, i]`` (``M a`` given ``X A`` for ``A`` of shape ``d x P``)."""
+@njit(cache=True, nogil=True, fastmath=_FM)
+def masked_rowsum_single(XA, Dmat, out=None):
+    """``out_k = sum_i Dmat[k, i] XA[k, i]`` (``M a`` given ``X A`` for ``A`` of shape ``d x P``; C-contiguous)."""
     n, P = Dmat.shape
-    out = np.empty(n)
+    if out is None:
+        out = np.empty(n)
+    xa = XA.reshape(-1)
+    dd = Dmat.reshape(-1)
     for k in range(n):
+        b = k * P
         acc = 0.0
         for i in range(P):
-            acc += Dmat[k, i] * XA[k, i]
+            acc += dd[b + i] * xa[b + i]
         out[k] = acc
+    return out
+
+
+@njit(cache=True, nogil=True, fastmath=_FM)
+def masked_scale(Dmat, q, out):
+    """``out = Dmat o q[:, None]`` (``n x P``, so ``X.T @ out = M^T q``); returns ``out``."""
+    n, P = Dmat.shape
+    dd = Dmat.reshape(-1)
+    o = out.reshape(-1)
+    for k in range(n):
+        b = k * P
+        qk = q[k]
+        for i in range(P):
+            o[b + i] = dd[b + i] * qk
     return out
 
 
@@ -127,65 +155,113 @@ def group_prox_dual_update(U, Lam, V, thr, gamma, alpha):
     return r2, dv2, u2, v2, l2, vnorm
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, fastmath=_FM)
+def _col_norms2(Q, out):
+    """``out[g] = ||Q[:, g]||^2`` by rows (contiguous, vectorised over ``g``)."""
+    d, m = Q.shape
+    q = Q.reshape(-1)
+    for g in range(m):
+        out[g] = 0.0
+    for a in range(d):
+        b = a * m
+        for g in range(m):
+            out[g] += q[b + g] * q[b + g]
+    return out
+
+
+@njit(cache=True, nogil=True, fastmath=_FM)
 def group_shrink(Q, thr, V):
     """``V[:, g] = (1 - thr / ||Q[:, g]||)_+ Q[:, g]`` per column (the group soft-threshold); returns ``V``."""
     d, m = Q.shape
+    sc = _col_norms2(Q, np.empty(m))
     for g in range(m):
-        nz = 0.0
-        for a in range(d):
-            nz += Q[a, g] * Q[a, g]
-        nz = np.sqrt(nz)
-        scale = 1.0 - thr / nz if nz > thr else 0.0
-        for a in range(d):
-            V[a, g] = scale * Q[a, g]
+        nz = np.sqrt(sc[g])
+        sc[g] = 1.0 - thr / nz if nz > thr else 0.0
+    q = Q.reshape(-1)
+    v = V.reshape(-1)
+    for a in range(d):
+        b = a * m
+        for g in range(m):
+            v[b + g] = sc[g] * q[b + g]
     return V
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, fastmath=_FM)
+def shrink_rhs(Qv, GA, B0, thr, V, rhs):
+    """``V = group_shrink(Qv)`` and the u-step right-hand side ``rhs = 2 V - Qv + GA + B0`` in one call.
+
+    In the one-state form ``v = shrink(Qv)``, ``lam = Qv - v``, so ``v - lam = 2 v - Qv``; ``GA = G^T (s - nu)`` and
+    ``B0 = F^T y / rho`` (squared loss; zeros otherwise). Returns ``V``.
+    """
+    group_shrink(Qv, thr, V)
+    q = Qv.reshape(-1)
+    v = V.reshape(-1)
+    ga = GA.reshape(-1)
+    b0 = B0.reshape(-1)
+    r = rhs.reshape(-1)
+    for j in range(q.shape[0]):
+        r[j] = 2.0 * v[j] - q[j] + ga[j] + b0[j]
+    return V
+
+
+@njit(cache=True, nogil=True, fastmath=_FM)
 def cone_abs(Qs, Dmat, scale, out):
     """``out = scale * e o |Qs|`` (``e = 2 d - 1`` tiled over both families), so that ``X.T @ out = G^T (s - nu)``.
 
     In the Douglas-Rachford form of the ADMM the slack and its scaled dual are ``s = (q)_+`` and
-    ``nu = -(q)_-`` of one state ``q``, hence ``s - nu = |q|``.
+    ``nu = -(q)_-`` of one state ``q``, hence ``s - nu = |q|``. C-contiguous arrays.
     """
     n, P = Dmat.shape
+    m = 2 * P
+    q = Qs.reshape(-1)
+    dd = Dmat.reshape(-1)
+    o = out.reshape(-1)
     for k in range(n):
+        b2 = k * m
+        b = k * P
         for i in range(P):
-            e = scale * (2.0 * Dmat[k, i] - 1.0)
-            out[k, i] = e * abs(Qs[k, i])
-            out[k, P + i] = e * abs(Qs[k, P + i])
+            e = scale * (2.0 * dd[b + i] - 1.0)
+            o[b2 + i] = e * abs(q[b2 + i])
+            o[b2 + P + i] = e * abs(q[b2 + P + i])
     return out
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, fastmath=_FM)
 def dr_slack_step(XU, Dmat, Qs, scale, alpha, out, yhat):
     """Slack half of one Douglas-Rachford (relaxed ADMM) step, fused with the model output.
 
     For every entry (``e = 2 d - 1``): ``g = scale * e * XU`` (``= G u``), ``s = (Qs)_+``,
     ``out = Qs + alpha (g - s)``. ``out`` may be ``Qs`` (in place). Also ``yhat = F u``, i.e.
     ``yhat_k = sum_i d_ki (XU[k, i] - XU[k, P + i])``. Returns ``(||G u - s||^2, ||G u||^2, ||s||^2)``.
+    C-contiguous arrays.
     """
     n, P = Dmat.shape
+    m = 2 * P
+    xu = XU.reshape(-1)
+    dd = Dmat.reshape(-1)
+    qs = Qs.reshape(-1)
+    o = out.reshape(-1)
     r2 = 0.0
     g2 = 0.0
     s2 = 0.0
     for k in range(n):
+        b2 = k * m
+        b = k * P
         acc = 0.0
         for i in range(P):
-            dk = Dmat[k, i]
+            dk = dd[b + i]
             e = scale * (2.0 * dk - 1.0)
-            xa = XU[k, i]
-            xb = XU[k, P + i]
+            xa = xu[b2 + i]
+            xb = xu[b2 + P + i]
             acc += dk * (xa - xb)
             ga = e * xa
             gb = e * xb
-            qa = Qs[k, i]
-            qb = Qs[k, P + i]
+            qa = qs[b2 + i]
+            qb = qs[b2 + P + i]
             sa = max(qa, 0.0)
             sb = max(qb, 0.0)
-            out[k, i] = qa + alpha * (ga - sa)
-            out[k, P + i] = qb + alpha * (gb - sb)
+            o[b2 + i] = qa + alpha * (ga - sa)
+            o[b2 + P + i] = qb + alpha * (gb - sb)
             r2 += (ga - sa) * (ga - sa) + (gb - sb) * (gb - sb)
             g2 += ga * ga + gb * gb
             s2 += sa * sa + sb * sb
@@ -193,7 +269,7 @@ def dr_slack_step(XU, Dmat, Qs, scale, alpha, out, yhat):
     return r2, g2, s2
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, fastmath=_FM)
 def dr_group_step(U, Qv, V, alpha, out):
     """Variable half of one Douglas-Rachford step: ``out = Qv + alpha (U - V)`` (``V`` the shrunk ``Qv``).
 
@@ -201,43 +277,171 @@ def dr_group_step(U, Qv, V, alpha, out):
     (``Qv - V`` is the scaled dual ``lam``; the last sum is the penalty at ``u``).
     """
     d, m = U.shape
+    un = _col_norms2(U, np.empty(m))
+    uf = U.reshape(-1)
+    vf = V.reshape(-1)
+    qf = Qv.reshape(-1)
+    o = out.reshape(-1)
     r2 = 0.0
-    u2 = 0.0
     v2 = 0.0
     l2 = 0.0
+    for j in range(uf.shape[0]):
+        u = uf[j]
+        v = vf[j]
+        q = qf[j]
+        o[j] = q + alpha * (u - v)
+        r2 += (u - v) * (u - v)
+        v2 += v * v
+        l2 += (q - v) * (q - v)
+    u2 = 0.0
     unorm = 0.0
     for g in range(m):
-        ug = 0.0
-        for a in range(d):
-            u = U[a, g]
-            v = V[a, g]
-            q = Qv[a, g]
-            out[a, g] = q + alpha * (u - v)
-            r2 += (u - v) * (u - v)
-            ug += u * u
-            v2 += v * v
-            l2 += (q - v) * (q - v)
-        u2 += ug
-        unorm += np.sqrt(ug)
+        u2 += un[g]
+        unorm += np.sqrt(un[g])
     return r2, u2, v2, l2, unorm
 
 
-@njit(cache=True, nogil=True)
-def extrapolate(Tz, Tz_prev, out, theta):
-    """Momentum step ``out = Tz + theta (Tz - Tz_prev)``, then ``Tz_prev = Tz`` (one pass, in place).
+@njit(cache=True, nogil=True, fastmath=_FM)
+def dr_dual_step(GQ, GA, GGU, Qv, V, alpha, out, GS):
+    """Carried product of the one-state ADMM: ``GS = G^T s``, ``out = G^T Qs_new``; returns ``||lam + G^T nu||^2``.
+
+    With ``GQ = G^T Qs`` and ``GA = G^T |Qs| = G^T (s - nu)``: ``G^T s = (GQ + GA) / 2``, ``G^T nu = GQ - G^T s``, and
+    the next state's ``G^T Qs_new = GQ + alpha (G^T G u - G^T s)`` (``GGU = G^T G u``). ``lam = Qv - V``. ``out`` may be
+    ``GQ``.
+    """
+    gq = GQ.reshape(-1)
+    ga = GA.reshape(-1)
+    gg = GGU.reshape(-1)
+    qv = Qv.reshape(-1)
+    vv = V.reshape(-1)
+    o = out.reshape(-1)
+    gs = GS.reshape(-1)
+    acc = 0.0
+    for j in range(gq.shape[0]):
+        q = gq[j]
+        s = 0.5 * (q + ga[j])
+        t = qv[j] - vv[j] + (q - s)
+        acc += t * t
+        gs[j] = s
+        o[j] = q + alpha * (gg[j] - s)
+    return acc
+
+
+@njit(cache=True, nogil=True, fastmath=_FM)
+def diff_norm(A, A0, B, B0):
+    """``||(A - A0) + (B - B0)||_2`` (the ADMM dual residual between consecutive iterates, before ``rho``)."""
+    a = A.reshape(-1)
+    a0 = A0.reshape(-1)
+    b = B.reshape(-1)
+    b0 = B0.reshape(-1)
+    acc = 0.0
+    for j in range(a.shape[0]):
+        t = (a[j] - a0[j]) + (b[j] - b0[j])
+        acc += t * t
+    return np.sqrt(acc)
+
+
+@njit(cache=True, nogil=True, fastmath=_FM)
+def diff_norm2(a, b, n):
+    """``||a[:n] - b[:n]||^2``."""
+    acc = 0.0
+    for i in range(n):
+        t = a[i] - b[i]
+        acc += t * t
+    return acc
+
+
+@njit(cache=True, nogil=True, fastmath=_FM)
+def aa_push(T, z, n_acc, g_prev, T_prev, dg, dT, first):
+    """Anderson memory update in one pass: ``g = T[:n_acc] - z[:n_acc]``; unless ``first``, ``dg = g - g_prev`` and
+    ``dT = T - T_prev``; then ``g_prev = g``, ``T_prev = T``. Returns ``dg . g`` (0 when ``first``)."""
+    acc = 0.0
+    if first:
+        for i in range(n_acc):
+            g_prev[i] = T[i] - z[i]
+        for i in range(T.shape[0]):
+            T_prev[i] = T[i]
+        return acc
+    for i in range(n_acc):
+        g = T[i] - z[i]
+        d = g - g_prev[i]
+        dg[i] = d
+        acc += d * g
+        g_prev[i] = g
+    for i in range(T.shape[0]):
+        t = T[i]
+        dT[i] = t - T_prev[i]
+        T_prev[i] = t
+    return acc
+
+
+@njit(cache=True, nogil=True, fastmath=_FM)
+def aa_combine(T, dT, coef, out):
+    """Anderson point ``out = T - coef @ dT`` (``dT`` of shape ``k x N``), by rows (contiguous axpys)."""
+    N = out.shape[0]
+    for i in range(N):
+        out[i] = T[i]
+    for r in range(coef.shape[0]):
+        c = coef[r]
+        row = dT[r]
+        for i in range(N):
+            out[i] -= c * row[i]
+    return out
+
+
+@njit(cache=True, nogil=True, fastmath=_FM)
+def split_diff(B, out):
+    """``out = B[:, :P] - B[:, P:]`` for ``B`` of shape ``d x 2P`` (``out`` C-contiguous ``d x P``)."""
+    d, m = B.shape
+    P = m // 2
+    b = B.reshape(-1)
+    o = out.reshape(-1)
+    for a in range(d):
+        for i in range(P):
+            o[a * P + i] = b[a * m + i] - b[a * m + P + i]
+    return out
+
+
+@njit(cache=True, nogil=True, fastmath=_FM)
+def split_combine(CB, W, out):
+    """``out = [CB_U - W / 2, CB_Z + W / 2]`` (Woodbury u-step: ``U = (c + a) / 2``, ``Z = (c - a) / 2``)."""
+    d, m = CB.shape
+    P = m // 2
+    cb = CB.reshape(-1)
+    w = W.reshape(-1)
+    o = out.reshape(-1)
+    for a in range(d):
+        for i in range(P):
+            h = 0.5 * w[a * P + i]
+            o[a * m + i] = cb[a * m + i] - h
+            o[a * m + P + i] = cb[a * m + P + i] + h
+    return out
+
+
+@njit(cache=True, nogil=True, fastmath=_FM)
+def momentum_point(Tz, Tz_prev, out, theta):
+    """Momentum step ``out = Tz + theta (Tz - Tz_prev)`` (one pass; the caller then swaps ``Tz`` and ``Tz_prev``).
 
     ``theta == 0`` does not read ``Tz_prev`` (it may hold garbage at a restart).
     """
     if theta == 0.0:
         for i in range(Tz.shape[0]):
             out[i] = Tz[i]
-            Tz_prev[i] = Tz[i]
         return out
     for i in range(Tz.shape[0]):
         t = Tz[i]
         out[i] = t + theta * (t - Tz_prev[i])
-        Tz_prev[i] = t
     return out
+
+
+@njit(cache=True, nogil=True, fastmath=_FM)
+def half_sq_dist(a, b):
+    """``||a - b||^2 / 2`` (the squared loss at predictions ``a``)."""
+    acc = 0.0
+    for i in range(a.shape[0]):
+        t = a[i] - b[i]
+        acc += t * t
+    return 0.5 * acc
 
 
 @njit(cache=True, nogil=True)
@@ -557,14 +761,28 @@ def warmup():
     D = (rng.standard_normal((4, 2)) > 0).astype(np.float64)
     XA = rng.standard_normal((4, 4))
     masked_rowsum(XA, D)
-    masked_rowsum_single(XA[:, :2], D)
+    masked_rowsum_single(np.ascontiguousarray(XA[:, :2]), D)
+    masked_rowsum_single(np.ascontiguousarray(XA[:, :2]), D, np.empty(4))
+    masked_scale(D, np.ones(4), np.empty((4, 2)))
+    V3 = np.empty((3, 4))
+    shrink_rhs(XA[:3].copy(), XA[:3].copy(), XA[:3].copy(), 0.5, V3, np.empty((3, 4)))
+    dr_dual_step(XA[:3].copy(), XA[:3].copy(), XA[:3].copy(), XA[:3].copy(), V3, 1.6, np.empty((3, 4)), np.empty((3, 4)))
+    diff_norm(V3, V3, V3, V3)
+    diff_norm2(np.ones(4), np.zeros(4), 3)
+    e4 = np.empty(4)
+    aa_push(np.ones(4), np.zeros(4), 3, np.zeros(3), np.zeros(4), np.empty(3), e4, False)
+    aa_push(np.ones(4), np.zeros(4), 3, np.zeros(3), np.zeros(4), np.empty(3), e4, True)
+    aa_combine(np.ones(4), np.ones((2, 4)), np.ones(2), e4)
+    split_diff(V3, np.empty((3, 2)))
+    split_combine(V3, np.empty((3, 2)), np.empty((3, 4)))
     masked_outer(D, np.ones(4), np.empty((4, 4)))
     slack_dual_update(XA, D, np.zeros((4, 4)), np.zeros((4, 4)), 1.0, 1.0, 1.0)
     group_shrink(rng.standard_normal((3, 4)), 0.5, np.empty((3, 4)))
     cone_abs(XA, D, 1.0, np.empty((4, 4)))
     dr_slack_step(XA, D, XA.copy(), 1.0, 1.6, np.empty((4, 4)), np.empty(4))
     dr_group_step(XA[:3], XA[:3].copy(), XA[:3].copy(), 1.6, np.empty((3, 4)))
-    extrapolate(np.ones(4), np.zeros(4), np.empty(4), 0.5)
+    momentum_point(np.ones(4), np.zeros(4), np.empty(4), 0.5)
+    half_sq_dist(np.ones(4), np.zeros(4))
     group_prox_dual_update(rng.standard_normal((3, 4)), np.zeros((3, 4)), np.zeros((3, 4)), 0.1, 1.0, 1.0)
     relu_features(X, rng.standard_normal((3, 2)))
     soft_threshold(np.ones(3), 0.5, np.empty(3))

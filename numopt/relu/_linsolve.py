@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._kernels import masked_rowsum, masked_rowsum_single
+from ._kernels import masked_rowsum, masked_rowsum_single, masked_scale, split_combine, split_diff
 
 __all__ = ["USolver", "choose_path", "path_flops", "spd_inverse"]
 
@@ -126,7 +126,13 @@ class USolver:
                 S.flat[::n + 1] += 0.5 * self.rho               # cond S <= 1 + 2P / rho
                 problem._cache[key] = spd_inverse(S)
         self.fac = problem._cache[key]                          # K^{-1} or S^{-1}, explicit
-        self._Dq = np.empty(self.D.shape)                       # scratch of the Woodbury solve
+        d, P, n = self.X.shape[1], self.D.shape[1], self.X.shape[0]
+        self.XT = self.X.T
+        # scratch of solve() (reused every iteration: no temporaries in the hot loop)
+        self._CB, self._Ya, self._W = np.empty((d, 2 * P)), np.empty((d, P)), np.empty((d, P))
+        self._XY, self._Dq = np.empty((n, P)), np.empty((n, P))
+        self._t, self._q = np.empty(n), np.empty(n)
+        self._ra, self._a = np.empty((P, d)), np.empty(P * d)
 
     def solve_a(self, R):
         """``K^{-1} r`` for ``r`` given as a ``d x P`` matrix."""
@@ -141,29 +147,33 @@ class USolver:
     def solve(self, B, out=None):
         """Solve ``A u = b`` for ``b = [b_U  b_Z]`` (``d x 2P``); returns ``[U Z]`` (into ``out`` if given).
 
-        One ``d x d`` product serves both decoupled systems (``C^{-1} [b_U - b_Z, b_U + b_Z]``); the
-        Woodbury path then needs one masked product each way with ``X`` and an ``n``-vector solve.
+        In ``a = U - Z``, ``c = U + Z``: ``c = C^{-1} (b_U + b_Z)`` and ``a = K^{-1} (b_U - b_Z)``. Woodbury:
+        with ``CB = C^{-1} [b_U  b_Z]`` (one ``d x d`` product for both systems), ``Y_a = CB_U - CB_Z``,
+        ``q = S^{-1} M Y_a`` and ``W = C^{-1} M^T q``, ``a = Y_a - W``, hence ``U = CB_U - W / 2`` and
+        ``Z = CB_Z + W / 2``: one masked product each way with ``X`` and an ``n``-vector GEMV, every
+        intermediate in a preallocated buffer.
         """
         d, m = B.shape
         P = m // 2
-        R = np.empty((d, m))
-        np.subtract(B[:, :P], B[:, P:], out=R[:, :P])
-        np.add(B[:, :P], B[:, P:], out=R[:, P:])
-        if self.path == "cholesky":
-            a = self.solve_a(R[:, :P])
-            c = self.Cinv @ R[:, P:]
-        else:
-            Y = self.Cinv @ R                                    # B^{-1} [r_a, r_c]
-            t = masked_rowsum_single(self.X @ Y[:, :P], self.D)  # M B^{-1} r_a
-            q = self.fac @ t
-            a = Y[:, :P]
-            a -= self.Cinv @ (self.X.T @ np.multiply(self.D, q[:, None], out=self._Dq))
-            c = Y[:, P:]
         out = np.empty((d, m)) if out is None else out
-        np.add(c, a, out=out[:, :P])
-        np.subtract(c, a, out=out[:, P:])
-        out *= 0.5
-        return out
+        if self.path == "cholesky":
+            ra = self._ra
+            np.subtract(B[:, :P].T, B[:, P:].T, out=ra)          # b_U - b_Z, pattern-major (K's layout)
+            a = np.matmul(self.fac, ra.reshape(-1), out=self._a).reshape(P, d).T
+            c = self._Ya
+            np.add(B[:, :P], B[:, P:], out=c)
+            c = np.matmul(self.Cinv, c, out=self._W)
+            np.add(c, a, out=out[:, :P])
+            np.subtract(c, a, out=out[:, P:])
+            out *= 0.5
+            return out
+        CB = np.matmul(self.Cinv, B, out=self._CB)
+        Ya = split_diff(CB, self._Ya)                            # B^{-1} r_a (d x P)
+        t = masked_rowsum_single(np.matmul(self.X, Ya, out=self._XY), self.D, self._t)   # M B^{-1} r_a
+        q = np.matmul(self.fac, t, out=self._q)                  # S^{-1} M B^{-1} r_a
+        XtDq = np.matmul(self.XT, masked_scale(self.D, q, self._Dq), out=self._Ya)     # M^T q (Ya is spent)
+        W = np.matmul(self.Cinv, XtDq, out=self._W)
+        return split_combine(CB, W, out)
 
     def apply_A(self, UZ):
         """``A u`` (for tests): ``u + c^2 (I (x) X^T X) u + (1/rho) F^T F u``."""

@@ -19,6 +19,13 @@ def small_sq():
     return pr, cvxpy_solve(pr)
 
 
+@pytest.fixture(scope="module")
+def small_logistic():
+    X, y = make_data(40, 2, seed=3, kind="binary")
+    pr = TwoLayerReLU(X, y, 0.3, n_patterns=8, loss="logistic", random_state=1)
+    return pr, cvxpy_solve(pr)
+
+
 @pytest.mark.parametrize("path", ["cholesky", "woodbury"])
 def test_matches_cvxpy_squared(small_sq, path):
     pr, (f_ref, _, _) = small_sq
@@ -29,10 +36,8 @@ def test_matches_cvxpy_squared(small_sq, path):
     assert res.cone_violation <= 1e-5 * np.abs(pr.X).max()
 
 
-def test_matches_cvxpy_logistic():
-    X, y = make_data(40, 2, seed=3, kind="binary")
-    pr = TwoLayerReLU(X, y, 0.3, n_patterns=8, loss="logistic", random_state=1)
-    f_ref, _, _ = cvxpy_solve(pr)
+def test_matches_cvxpy_logistic(small_logistic):
+    pr, (f_ref, _, _) = small_logistic
     res = numopt.minimize(pr, method="admm")
     assert res.success, res.message
     assert abs(res.fun - f_ref) / f_ref <= 1e-4
@@ -143,7 +148,7 @@ def test_history_callback_and_maxiter(small_sq):
 @pytest.mark.parametrize("opts, exc", [
     ({"rho": 0}, ValueError), ({"rho": "a"}, TypeError), ({"relaxation": 2.0}, ValueError),
     ({"maxiter": 0}, ValueError), ({"linear_solver": "lu"}, ValueError), ({"rtol": 0, "atol": 0}, ValueError),
-    ({"rho_mu": 1.0}, ValueError), ({"restart_factor": 0}, ValueError), ({"momentum": "yes"}, TypeError), ({"initial_state": {"UZ": 1}}, ValueError), ({"initial_state": 3}, TypeError),
+    ({"rho_mu": 1.0}, ValueError), ({"restart_factor": 0}, ValueError), ({"momentum": "yes"}, TypeError), ({"anderson_every": 0}, ValueError), ({"anderson_every": 2.5}, TypeError), ({"initial_state": {"UZ": 1}}, ValueError), ({"initial_state": 3}, TypeError),
     ({"bogus": 1}, ValueError),
 ])
 def test_bad_options(small_sq, opts, exc):
@@ -201,7 +206,7 @@ def test_douglas_rachford_form_equals_textbook_admm(small_sq, alpha):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         res = numopt.minimize(pr, method="admm", rho=0.7, relaxation=alpha, maxiter=25, rtol=1e-14, atol=1e-14,
-                              momentum=False)
+                              momentum=False, anderson=0)
     # iterate k of the solver is v = prox(q_{k-1}): after 25 steps it holds the reference's 24th v
     V = _reference_admm(pr, 0.7, alpha, 24)
     P = pr.n_patterns_
@@ -212,21 +217,48 @@ def test_douglas_rachford_form_equals_textbook_admm(small_sq, alpha):
                                   {"momentum": True, "relaxation": 1.0}])
 def test_momentum_variants_reach_cvxpy_optimum(small_sq, opts):
     pr, (f_ref, _, _) = small_sq
-    res = numopt.minimize(pr, method="admm", **opts)
+    res = numopt.minimize(pr, method="admm", anderson=0, **opts)   # momentum runs only without Anderson
     assert res.success and abs(res.fun - f_ref) / f_ref <= 1e-4, opts
     # a lax restart lets momentum blow up here; the safeguard drops it and plain ADMM converges
     assert res.momentum_dropped == (opts.get("restart_factor", 1.0) > 1.0)
 
 
 def test_momentum_extrapolation_kernel():
-    from numopt.relu._kernels import extrapolate
+    from numopt.relu._kernels import momentum_point
     rng = np.random.default_rng(0)
     Tz, Tp = rng.standard_normal(9), rng.standard_normal(9)
     Tz0, Tp0 = Tz.copy(), Tp.copy()
-    out = extrapolate(Tz, Tp, np.empty(9), 0.4)
-    assert np.allclose(out, Tz0 + 0.4 * (Tz0 - Tp0)) and np.array_equal(Tp, Tz0)
+    out = momentum_point(Tz, Tp, np.empty(9), 0.4)
+    assert np.allclose(out, Tz0 + 0.4 * (Tz0 - Tp0), rtol=1e-14) and np.array_equal(Tz, Tz0)
     garbage = np.full(9, np.nan)                        # theta = 0 never reads the previous image
-    assert np.array_equal(extrapolate(Tz0, garbage, np.empty(9), 0.0), Tz0)
+    assert np.array_equal(momentum_point(Tz0, garbage, np.empty(9), 0.0), Tz0)
+
+
+@pytest.mark.parametrize("opts", [{}, {"anderson_every": 1}, {"anderson_every": 3, "anderson": 4},
+                                  {"aa_safeguard": 1e-3}, {"loss": "logistic"}])
+def test_anderson_on_k_fold_map_reaches_cvxpy_optimum(small_sq, small_logistic, opts):
+    """Anderson on T^K (the default, K = anderson_every = 10), classic Anderson (K = 1), a safeguard that rejects
+    almost every extrapolation (plain ADMM chains then), and the logistic loss (inexact u-step): same optimum."""
+    opts = dict(opts)
+    if opts.pop("loss", None) == "logistic":
+        pr, (f_ref, _, _) = small_logistic
+    else:
+        pr, (f_ref, _, _) = small_sq
+    res = numopt.minimize(pr, method="admm", rtol=1e-7, **opts)
+    assert res.success and abs(res.fun - f_ref) / abs(f_ref) <= 1e-5, opts
+    assert res.n_map_evals == res.nit                  # every chain step is one monitored ADMM iteration
+    if opts.get("aa_safeguard") == 1e-3:
+        assert res.n_aa_rejected > 0
+
+
+def test_anderson_chains_match_plain_chain_steps(small_sq):
+    """Within a chain the solver takes plain ADMM steps: the first K iterates equal anderson=0's."""
+    pr, _ = small_sq
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        a = numopt.minimize(pr, method="admm", anderson=5, anderson_every=7, maxiter=7, rtol=1e-14, atol=1e-14)
+        b = numopt.minimize(pr, method="admm", anderson=0, momentum=False, maxiter=7, rtol=1e-14, atol=1e-14)
+    assert np.array_equal(a.history["fun"], b.history["fun"]) and np.array_equal(a.x, b.x)
 
 
 def test_anderson_memory_wraps_and_matches_plain_optimum(small_sq):

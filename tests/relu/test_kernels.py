@@ -196,3 +196,63 @@ def test_spd_inverse():
     assert np.allclose(spd_inverse(A) @ A, np.eye(9), atol=1e-10)
     with pytest.raises(np.linalg.LinAlgError):
         spd_inverse(-np.eye(3))
+
+
+def test_fused_admm_kernels_match_numpy(tiny):
+    """The fused per-iteration kernels of the one-state ADMM against their NumPy definitions."""
+    X, D, UZ, rng = tiny
+    d, m = UZ.shape
+    P = m // 2
+    Qv, GA, B0 = (rng.standard_normal((d, m)) for _ in range(3))
+    Qv[:, 1] *= 1e-3                                    # one group below the threshold
+    V, rhs = np.empty((d, m)), np.empty((d, m))
+    K.shrink_rhs(Qv, GA, B0, 0.7, V, rhs)
+    Vr = np.maximum(0, 1 - 0.7 / np.linalg.norm(Qv, axis=0)) * Qv
+    assert np.allclose(V, Vr, rtol=1e-13, atol=1e-15) and np.allclose(rhs, 2 * Vr - Qv + GA + B0, rtol=1e-13)
+    GQ, GGU = rng.standard_normal((d, m)), rng.standard_normal((d, m))
+    out, GS = np.empty((d, m)), np.empty((d, m))
+    lg2 = K.dr_dual_step(GQ, GA, GGU, Qv, V, 1.6, out, GS)
+    assert np.allclose(GS, (GQ + GA) / 2, rtol=1e-13) and np.allclose(out, GQ + 1.6 * (GGU - GS), rtol=1e-13)
+    assert np.isclose(lg2, np.sum((Qv - V + GQ - GS) ** 2), rtol=1e-12)
+    A0, B1 = rng.standard_normal((d, m)), rng.standard_normal((d, m))
+    assert np.isclose(K.diff_norm(Qv, A0, GA, B1), np.linalg.norm((Qv - A0) + (GA - B1)), rtol=1e-12)
+    assert np.allclose(K.split_diff(UZ, np.empty((d, P))), UZ[:, :P] - UZ[:, P:], rtol=1e-14)
+    W = rng.standard_normal((d, P))
+    comb = K.split_combine(UZ, W, np.empty((d, m)))
+    assert np.allclose(comb, np.hstack([UZ[:, :P] - W / 2, UZ[:, P:] + W / 2]), rtol=1e-14)
+    q = rng.standard_normal(7)
+    assert np.allclose(K.masked_scale(D, q, np.empty((7, P))), D * q[:, None], rtol=1e-14)
+    XA = np.ascontiguousarray(X @ UZ[:, :P])
+    t = np.empty(7)
+    assert K.masked_rowsum_single(XA, D, t) is t and np.allclose(t, np.sum(D * XA, axis=1), rtol=1e-13)
+    a, b = rng.standard_normal(9), rng.standard_normal(9)
+    assert np.isclose(K.half_sq_dist(a, b), 0.5 * np.sum((a - b) ** 2), rtol=1e-13)
+
+
+def test_woodbury_solve_writes_into_out_and_reuses_buffers():
+    """Repeated solves with preallocated scratch agree with a fresh dense solve (no stale scratch state)."""
+    X, y = make_data(20, 3, seed=4)
+    pr = TwoLayerReLU(X, y, 0.5, n_patterns=12, random_state=0)
+    rng = np.random.default_rng(1)
+    for path in ("woodbury", "cholesky"):
+        s = USolver(pr, 0.8, path)
+        out = np.empty((pr.dim, 2 * pr.n_patterns_))
+        for _ in range(3):
+            B = rng.standard_normal(out.shape)
+            U = s.solve(B, out=out)
+            assert U is out and np.allclose(s.apply_A(U), B, rtol=1e-9, atol=1e-10)
+
+
+def test_anderson_kernels_match_numpy():
+    rng = np.random.default_rng(3)
+    T, z, gp, Tp = rng.standard_normal(9), rng.standard_normal(9), rng.standard_normal(6), rng.standard_normal(9)
+    g0, T0 = gp.copy(), Tp.copy()
+    dg, dT = np.empty(6), np.empty(9)
+    acc = K.aa_push(T, z, 6, gp, Tp, dg, dT, False)
+    g = T[:6] - z[:6]
+    assert np.allclose(dg, g - g0, rtol=1e-14) and np.allclose(dT, T - T0, rtol=1e-14)
+    assert np.allclose(gp, g) and np.array_equal(Tp, T) and np.isclose(acc, (g - g0) @ g, rtol=1e-13)
+    assert K.aa_push(T, z, 6, gp, Tp, dg, dT, True) == 0.0 and np.allclose(gp, g)
+    assert np.isclose(K.diff_norm2(T, z, 6), np.sum((T[:6] - z[:6]) ** 2), rtol=1e-13)
+    D3, coef = rng.standard_normal((3, 9)), rng.standard_normal(3)
+    assert np.allclose(K.aa_combine(T, D3, coef, np.empty(9)), T - coef @ D3, rtol=1e-13)

@@ -402,3 +402,14 @@ def test_anderson_option_reaches_the_same_optimum():
     acc = minimize_robust(pr, rtol=1e-6, maxiter=20000, anderson=5)
     assert plain.success and acc.success
     assert acc.fun == pytest.approx(plain.fun, rel=1e-4)
+
+
+def test_minimize_keeps_the_robust_solvers_own_defaults():
+    """minimize(method="admm") on a robust problem runs the robust ADMM with its own over-relaxation (1.6) and no
+    Anderson acceleration, although the nominal ADMM defaults to relaxation 1.9 and Anderson on T^10."""
+    pr = _robust_problem(eps=0.05)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        a = numopt.minimize(pr, method="admm", maxiter=40)
+        b = minimize_robust(pr, maxiter=40, rtol=1e-6, relaxation=1.6, anderson=0)
+    assert np.array_equal(a.x, b.x) and a.nit == b.nit
