@@ -375,6 +375,83 @@ def _schur_mv(indptr, indices, vals, dr, dc, x, out):
             out[indices[k]] -= vals[k] * yi
 
 
+_SPARSE_PAR_MIN = 1 << 15    # nonzeros from which the sparse kernels split their rows over the threads
+
+
+@njit(inline="always")
+def _nnz_rows(indptr, t, nchunk):
+    """Rows ``lo:hi`` of the t-th of ``nchunk`` row chunks holding about equal numbers of nonzeros."""
+    n = indptr.shape[0] - 1
+    nnz = indptr[n]
+    lo = 0 if t == 0 else np.searchsorted(indptr, nnz * t // nchunk)
+    hi = n if t == nchunk - 1 else np.searchsorted(indptr, nnz * (t + 1) // nchunk)
+    return min(lo, n), min(hi, n)
+
+
+@njit(cache=True, nogil=True, parallel=True, fastmath={"contract"})
+def _schur_mv_par(indptr, indices, vals, dr, dc, x, out, cbuf):
+    """``_schur_mv`` with the rows split over the threads (chunk t scatters into ``cbuf[t]``)."""
+    m = dc.shape[0]
+    nchunk = cbuf.shape[0]
+    for t in prange(nchunk):
+        lo, hi = _nnz_rows(indptr, t, nchunk)
+        for j in range(m):
+            cbuf[t, j] = 0.0
+        for i in range(lo, hi):
+            k0, k1 = indptr[i], indptr[i + 1]
+            s0 = 0.0
+            s1 = 0.0
+            k = k0
+            while k + 2 <= k1:
+                s0 += vals[k] * x[indices[k]]
+                s1 += vals[k + 1] * x[indices[k + 1]]
+                k += 2
+            if k < k1:
+                s0 += vals[k] * x[indices[k]]
+            yi = (s0 + s1) / dr[i]
+            for k in range(k0, k1):
+                cbuf[t, indices[k]] += vals[k] * yi
+    for j in range(m):
+        s = dc[j] * x[j]
+        for t in range(nchunk):
+            s -= cbuf[t, j]
+        out[j] = s
+
+
+@njit(cache=True, nogil=True, parallel=True, fastmath={"contract"})
+def _schur_setup_par(indptr, indices, vals, dr, y, res, sd, cbuf, cbuf2):
+    """``res -= P_s^T y`` and ``sd -= P_s^T (P_s o P_s) / dr`` (Schur right-hand side and diagonal), the rows
+    split over the threads."""
+    m = res.shape[0]
+    nchunk = cbuf.shape[0]
+    for t in prange(nchunk):
+        lo, hi = _nnz_rows(indptr, t, nchunk)
+        for j in range(m):
+            cbuf[t, j] = 0.0
+            cbuf2[t, j] = 0.0
+        for i in range(lo, hi):
+            yi = y[i]
+            ri = 1.0 / dr[i]
+            for k in range(indptr[i], indptr[i + 1]):
+                j = indices[k]
+                cbuf[t, j] += vals[k] * yi
+                cbuf2[t, j] += vals[k] * vals[k] * ri
+    for j in range(m):
+        for t in range(nchunk):
+            res[j] -= cbuf[t, j]
+            sd[j] -= cbuf2[t, j]
+
+
+@njit(cache=True, nogil=True, parallel=True, fastmath={"contract"})
+def _back_substitute_par(indptr, indices, vals, b, dr, x, dz):
+    """``dz[:n] = (b[:n] - P_s x) / dr``, rows in parallel."""
+    for i in prange(dr.shape[0]):
+        s = b[i]
+        for k in range(indptr[i], indptr[i + 1]):
+            s -= vals[k] * x[indices[k]]
+        dz[i] = s / dr[i]
+
+
 @njit(cache=True, nogil=True)
 def schur_matvec(indptr, indices, vals, r, c, ridge, x):
     """S x for the Schur complement of ``pcg_schur`` (diagonals floored at ``ridge``, as there)."""
@@ -384,7 +461,7 @@ def schur_matvec(indptr, indices, vals, r, c, ridge, x):
 
 
 @njit(cache=True, nogil=True, fastmath={"contract"})
-def pcg_schur(indptr, indices, vals, r, c, ridge, rhs, rtol, maxiter):
+def pcg_schur(indptr, indices, vals, r, c, ridge, rhs, rtol, maxiter, nchunk=1):
     r"""Solve the sparsified Newton system ``H_s dz = rhs`` on the Schur complement of its row block.
 
     ``H_s = [[D_r, P_s], [P_s^T, D_c]]`` with ``D_r = diag(r) + ridge``, ``D_c = diag(c) + ridge``: the
@@ -425,13 +502,18 @@ def pcg_schur(indptr, indices, vals, r, c, ridge, rhs, rtol, maxiter):
         y[i] = b[i] / dr[i]
     res = b[n:].copy()                       # the reduced right-hand side, and residual at x = 0
     sd = dc.copy()                           # diag(S), floored: S is diagonally dominant
-    for i in range(n):
-        yi = y[i]
-        ri = 1.0 / dr[i]
-        for k in range(indptr[i], indptr[i + 1]):
-            j = indices[k]
-            res[j] -= vals[k] * yi
-            sd[j] -= vals[k] * vals[k] * ri
+    par = nchunk > 1 and indptr[n] >= _SPARSE_PAR_MIN
+    cbuf = np.empty((nchunk if par else 1, m))
+    if par:
+        _schur_setup_par(indptr, indices, vals, dr, y, res, sd, cbuf, np.empty_like(cbuf))
+    else:
+        for i in range(n):
+            yi = y[i]
+            ri = 1.0 / dr[i]
+            for k in range(indptr[i], indptr[i + 1]):
+                j = indices[k]
+                res[j] -= vals[k] * yi
+                sd[j] -= vals[k] * vals[k] * ri
     for j in range(m):
         sd[j] = max(sd[j], ridge)
     x = np.zeros(m)
@@ -448,7 +530,10 @@ def pcg_schur(indptr, indices, vals, r, c, ridge, rhs, rtol, maxiter):
     it = 0
     rnorm = math.sqrt(rr)
     while it < maxiter and rnorm > stop:
-        _schur_mv(indptr, indices, vals, dr, dc, p, q)
+        if par:
+            _schur_mv_par(indptr, indices, vals, dr, dc, p, q, cbuf)
+        else:
+            _schur_mv(indptr, indices, vals, dr, dc, p, q)
         pq = np.dot(p, q)
         if not (pq > 0.0):
             break
@@ -470,11 +555,14 @@ def pcg_schur(indptr, indices, vals, r, c, ridge, rhs, rtol, maxiter):
         rz = rz_new
         for j in range(m):
             p[j] = z[j] + beta * p[j]
-    for i in range(n):                       # back-substitution: du = D_r^-1 (g_u - P_s dv)
-        s = b[i]
-        for k in range(indptr[i], indptr[i + 1]):
-            s -= vals[k] * x[indices[k]]
-        dz[i] = s / dr[i]
+    if par:                                  # back-substitution: du = D_r^-1 (g_u - P_s dv)
+        _back_substitute_par(indptr, indices, vals, b, dr, x, dz)
+    else:
+        for i in range(n):
+            s = b[i]
+            for k in range(indptr[i], indptr[i + 1]):
+                s -= vals[k] * x[indices[k]]
+            dz[i] = s / dr[i]
     for j in range(m):
         dz[n + j] = x[j]
     s = 0.0
@@ -707,7 +795,7 @@ def shift_range(lu, lu0, lv, lv0):
 
 
 @njit(cache=True, nogil=True)
-def bracket(indptr, indices, bvals, lu, lu0, lv, lv0, ref_lu, ref_lv, or_lo, or_hi, oc_lo, oc_hi):
+def bracket(indptr, indices, bvals, lu, lu0, lv, lv0, ref_lu, ref_lv, or_lo, or_hi, oc_lo, oc_hi, nchunk=1):
     """The marginal estimates of ``_Newton.estimate`` at (lu, lv) in one call: the plan values on the
     pattern (base values ``bvals`` scaled by ``u = exp(lu - lu0)``, ``v = exp(lv - lv0)``), their row and
     column sums, plus the off-pattern sums carried from the reference (lu_ref, lv_ref) where they lay in
@@ -739,7 +827,7 @@ def bracket(indptr, indices, bvals, lu, lu0, lv, lv0, ref_lu, ref_lv, or_lo, or_
     for j in range(m):
         v[j] = fexp(lv[j] - lv0[j])
         ev[j] = fexp(lv[j] - ref_lv[j])
-    vals, r, c = pattern_sums(indptr, indices, bvals, u, v)
+    vals, r, c = pattern_sums(indptr, indices, bvals, u, v, nchunk)
     psum = 0.0
     bound = 0.0
     for j in range(m):
@@ -1025,24 +1113,47 @@ def extract_scaled(B, u, v, rho, chunk_nnz):
     return indptr, indices, bvals
 
 
+@_twins()
+def _pattern_sums_impl(indptr, indices, bvals, u, v, out, rows, cbuf):
+    m = v.shape[0]
+    nchunk = cbuf.shape[0]
+    for t in prange(nchunk):
+        lo, hi = _nnz_rows(indptr, t, nchunk)
+        for j in range(m):
+            cbuf[t, j] = 0.0
+        for i in range(lo, hi):
+            ui = u[i]
+            s = 0.0
+            for k in range(indptr[i], indptr[i + 1]):
+                j = indices[k]
+                p = (ui * bvals[k]) * v[j]
+                out[k] = p
+                s += p
+                cbuf[t, j] += p
+            rows[i] = s
+
+
+_pattern_sums_par, _pattern_sums_ser = _pattern_sums_impl
+
+
 @njit(cache=True, nogil=True)
-def pattern_sums(indptr, indices, bvals, u, v):
-    """Plan values ``u_i B_ij v_j`` on a CSR pattern of B, with their row and column sums."""
+def pattern_sums(indptr, indices, bvals, u, v, nchunk=1):
+    """Plan values ``u_i B_ij v_j`` on a CSR pattern of B, with their row and column sums (rows split
+    over ``nchunk`` threads for a large pattern)."""
     n = indptr.shape[0] - 1
     m = v.shape[0]
     out = np.empty(bvals.shape[0])
     rows = np.empty(n)
-    cols = np.zeros(m)
-    for i in range(n):
-        ui = u[i]
-        s = 0.0
-        for k in range(indptr[i], indptr[i + 1]):
-            j = indices[k]
-            p = (ui * bvals[k]) * v[j]
-            out[k] = p
-            s += p
-            cols[j] += p
-        rows[i] = s
+    par = nchunk > 1 and indptr[n] >= _SPARSE_PAR_MIN
+    cbuf = np.empty((nchunk if par else 1, m))
+    if par:
+        _pattern_sums_par(indptr, indices, bvals, u, v, out, rows, cbuf)
+    else:
+        _pattern_sums_ser(indptr, indices, bvals, u, v, out, rows, cbuf)
+    cols = cbuf[0].copy()
+    for t in range(1, cbuf.shape[0]):
+        for j in range(m):
+            cols[j] += cbuf[t, j]
     return out, rows, cols
 
 

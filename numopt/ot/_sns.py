@@ -133,7 +133,7 @@ class _Scaled:
         self.dense = False           # B holds the current base
         self.lu0, self.lv0 = np.empty(n), np.empty(m)
         self.S, self.rs, self.r = np.empty(n), np.empty(n), np.empty(n)
-        nchunk = kern.n_chunks(n)
+        self.nchunk = nchunk = kern.n_chunks(n)
         self.acc, self.acc2 = np.empty((nchunk, m)), np.empty((nchunk, m))
         self.count = np.zeros((nchunk, kern.N_KEYS), dtype=np.int64)
         self.mass = np.zeros((nchunk, kern.N_KEYS))
@@ -239,7 +239,7 @@ class _Scaled:
         """Candidate values at (lu, lv) with their row/column sums, and the rigorous upper bounds of the
         rest of each row and column sum (every non-candidate B_ij is below ``cand_eps``)."""
         u, v = self.scalings(lu, lv)
-        vals, cr, cc = kern.pattern_sums(*self.cand, u, v)
+        vals, cr, cc = kern.pattern_sums(*self.cand, u, v, self.nchunk)
         with np.errstate(over="ignore", invalid="ignore"):
             rest_r = u * (self.cand_eps * v.sum())
             rest_c = v * (self.cand_eps * u.sum())
@@ -561,7 +561,7 @@ def minimize_sns(problem, x0=None, *, callback=None, maxiter=1000, tol=1e-9, n_s
         # has to close the last gap to tol: the linear model then needs to reduce the error by tol/err
         rtol = cg_rtol if cg_rtol is not None else min(0.1, max(forcing * np.sqrt(gnorm), 0.25 * tol / err))
         t0 = time.perf_counter()
-        dz, it_cg, _ = kern.pcg_schur(indptr, indices, vals, r, c, ridge, g, rtol, cg_maxiter)
+        dz, it_cg, _ = kern.pcg_schur(indptr, indices, vals, r, c, ridge, g, rtol, cg_maxiter, sc.nchunk)
         sc.tick("cg", t0, count=False)
         du, dv = dz[:n], dz[n:]
         slope = float(g @ dz)
@@ -692,7 +692,7 @@ class _Newton:
 
     def _dense_reference(self, lu, lv, r, c):
         u, v = self.sc.scalings(lu, lv)
-        vals, pr, pc = kern.pattern_sums(*self.pattern, u, v)
+        vals, pr, pc = kern.pattern_sums(*self.pattern, u, v, self.sc.nchunk)
         o_r = np.maximum(r - pr, 0.0)
         o_c = np.maximum(c - pc, 0.0)
         self._set_reference(lu, lv, vals, pr, pc, o_r, o_r, o_c, o_c)
@@ -714,7 +714,7 @@ class _Newton:
             self.from_cand = True
         else:
             u, v = sc.scalings(lu, lv)
-            vals, pr, pc = kern.pattern_sums(*self.pattern, u, v)
+            vals, pr, pc = kern.pattern_sums(*self.pattern, u, v, sc.nchunk)
         or_lo = np.maximum(cr - pr, 0.0)
         oc_lo = np.maximum(cc - pc, 0.0)
         self._set_reference(lu, lv, vals, pr, pc, or_lo, or_lo + rest_r, oc_lo, oc_lo + rest_c)
@@ -724,7 +724,8 @@ class _Newton:
         """``(pattern values, r, c, bound)`` at (lu, lv), in O(nnz + n + m)."""
         with np.errstate(over="ignore", invalid="ignore"):
             vals, r, c, bound, psum = kern.bracket(*self.pattern, lu, self.sc.lu0, lv, self.sc.lv0, self.lu,
-                                                   self.lv, self.or_lo, self.or_hi, self.oc_lo, self.oc_hi)
+                                                   self.lv, self.or_lo, self.or_hi, self.oc_lo, self.oc_hi,
+                                                   self.sc.nchunk)
             total = float(r.sum())
             self.dropped_now = (total - psum) / total if total > 0 else 0.0
         return vals, r, c, bound

@@ -471,3 +471,35 @@ def test_shift_range_and_bracket_match_numpy():
     np.testing.assert_allclose(c, Ps.sum(0) + 0.5 * (c_lo + c_hi), rtol=1e-13)
     assert bound == pytest.approx(0.5 * ((r_hi - r_lo).sum() + (c_hi - c_lo).sum()), rel=1e-13)
     assert psum == pytest.approx(Ps.sum(), rel=1e-13)
+
+
+def test_sparse_kernels_split_over_threads_match_serial():
+    # a pattern above the parallel threshold: pattern_sums, bracket and pcg_schur with 2 row chunks
+    # (split by nonzeros) agree with the serial ones
+    rng = np.random.default_rng(23)
+    n, m, per_row = 400, 300, 100
+    indices = np.concatenate([np.sort(rng.choice(m, per_row, replace=False)) for _ in range(n)]).astype(np.int64)
+    indptr = np.arange(0, n * per_row + 1, per_row, dtype=np.int64)
+    indptr[150:] -= 60                     # uneven rows: drop 60 entries of row 149
+    indices = np.delete(indices, np.arange(149 * per_row + 40, 150 * per_row))
+    assert indptr[-1] == indices.size >= kern._SPARSE_PAR_MIN
+    bvals = rng.random(indices.size)
+    u, v = rng.random(n) + 0.5, rng.random(m) + 0.5
+    for t, (lo, hi) in enumerate([kern._nnz_rows(indptr, t, 2) for t in range(2)]):
+        assert (lo, hi) == ((0, int(np.searchsorted(indptr, indptr[-1] // 2))) if t == 0
+                            else (int(np.searchsorted(indptr, indptr[-1] // 2)), n))
+    ser = kern.pattern_sums(indptr, indices, bvals, u, v, 1)
+    par = kern.pattern_sums(indptr, indices, bvals, u, v, 2)
+    for x, y in zip(ser, par):
+        np.testing.assert_allclose(x, y, rtol=1e-13)
+    r, c = ser[1] * 1.01, ser[2] * 1.01          # dense marginals a little above the pattern's
+    rhs = rng.standard_normal(n + m)
+    d1, it1, rel1 = kern.pcg_schur(indptr, indices, ser[0], r, c, 1e-12, rhs, 1e-10, 500, 1)
+    d2, it2, rel2 = kern.pcg_schur(indptr, indices, ser[0], r, c, 1e-12, rhs, 1e-10, 500, 2)
+    assert it1 == it2 and rel1 <= 1e-10 and rel2 <= 1e-10
+    np.testing.assert_allclose(d1, d2, rtol=1e-8, atol=1e-12 * np.abs(d1).max())
+    x = rng.standard_normal(m)
+    out = np.empty(m)
+    kern._schur_mv_par(indptr, indices, ser[0], r + 1e-12, c + 1e-12, x, out, np.empty((2, m)))
+    np.testing.assert_allclose(out, kern.schur_matvec(indptr, indices, ser[0], r, c, 1e-12, x), rtol=1e-12,
+                               atol=1e-12 * np.abs(out).max())
