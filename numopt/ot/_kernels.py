@@ -873,38 +873,78 @@ def value_histogram(vals):
     return count, mass
 
 
-@njit(cache=True, nogil=True)
-def filter_pattern(indptr, indices, bvals, vals, rho, m):
-    """The sub-pattern ``vals >= rho`` of a CSR pattern ``(indptr, indices, bvals)`` whose entries have
-    the values ``vals``: ``(sub_indptr, sub_indices, sub_bvals, sub_vals, row sums, column sums)``."""
+@_twins()
+def _filter_count_impl(indptr, vals, rho, cnt, nchunk):
     n = indptr.shape[0] - 1
-    keep = 0
-    for k in range(vals.shape[0]):
-        keep += vals[k] >= rho
+    for t in prange(nchunk):
+        lo, hi = _nnz_rows(indptr, t, nchunk)
+        for i in range(lo, hi):
+            c = 0
+            for k in range(indptr[i], indptr[i + 1]):
+                c += vals[k] >= rho
+            cnt[i] = c
+
+
+@_twins()
+def _filter_fill_impl(indptr, indices, bvals, vals, rho, sub_ptr, sub_ind, sub_b, sub_v, rows, cbuf):
+    nchunk = cbuf.shape[0]
+    m = cbuf.shape[1]
+    for t in prange(nchunk):
+        lo, hi = _nnz_rows(indptr, t, nchunk)
+        for j in range(m):
+            cbuf[t, j] = 0.0
+        for i in range(lo, hi):
+            q = sub_ptr[i]
+            s = 0.0
+            for k in range(indptr[i], indptr[i + 1]):
+                p = vals[k]
+                if p >= rho:
+                    j = indices[k]
+                    sub_ind[q] = j
+                    sub_b[q] = bvals[k]
+                    sub_v[q] = p
+                    q += 1
+                    s += p
+                    cbuf[t, j] += p
+            rows[i] = s
+
+
+_filter_count_par, _filter_count_ser = _filter_count_impl
+_filter_fill_par, _filter_fill_ser = _filter_fill_impl
+
+
+@njit(cache=True, nogil=True)
+def filter_pattern(indptr, indices, bvals, vals, rho, m, nchunk=1):
+    """The sub-pattern ``vals >= rho`` of a CSR pattern ``(indptr, indices, bvals)`` whose entries have
+    the values ``vals``: ``(sub_indptr, sub_indices, sub_bvals, sub_vals, row sums, column sums)``.
+    Rows are split over ``nchunk`` threads for a large pattern (a count pass, then a fill pass)."""
+    n = indptr.shape[0] - 1
+    par = nchunk > 1 and indptr[n] >= _SPARSE_PAR_MIN
+    nch = nchunk if par else 1
+    cnt = np.empty(n, dtype=np.int64)
+    if par:
+        _filter_count_par(indptr, vals, rho, cnt, nch)
+    else:
+        _filter_count_ser(indptr, vals, rho, cnt, nch)
     sub_ptr = np.empty(n + 1, dtype=np.int64)
     sub_ptr[0] = 0
-    sub_ind = np.empty(keep + 1, dtype=np.int64)        # (+1: the branch-free stores below)
-    sub_b = np.empty(keep + 1)
-    sub_v = np.empty(keep + 1)
-    rows = np.empty(n)
-    cols = np.zeros(m)
-    q = 0
     for i in range(n):
-        s = 0.0
-        for k in range(indptr[i], indptr[i + 1]):
-            p = vals[k]
-            j = indices[k]
-            kp = p >= rho
-            sub_ind[q] = j                   # store always, advance on a kept entry: no branch
-            sub_b[q] = bvals[k]
-            sub_v[q] = p
-            q += kp
-            w = p if kp else 0.0
-            s += w
-            cols[j] += w
-        rows[i] = s
-        sub_ptr[i + 1] = q
-    return sub_ptr, sub_ind[:keep], sub_b[:keep], sub_v[:keep], rows, cols
+        sub_ptr[i + 1] = sub_ptr[i] + cnt[i]
+    keep = sub_ptr[n]
+    sub_ind = np.empty(keep, dtype=np.int64)
+    sub_b = np.empty(keep)
+    sub_v = np.empty(keep)
+    rows = np.empty(n)
+    cbuf = np.empty((nch, m))
+    if par:
+        _filter_fill_par(indptr, indices, bvals, vals, rho, sub_ptr, sub_ind, sub_b, sub_v, rows, cbuf)
+    else:
+        _filter_fill_ser(indptr, indices, bvals, vals, rho, sub_ptr, sub_ind, sub_b, sub_v, rows, cbuf)
+    cols = cbuf[0].copy()
+    for t in range(1, nch):
+        for j in range(m):
+            cols[j] += cbuf[t, j]
+    return sub_ptr, sub_ind, sub_b, sub_v, rows, cols
 
 
 @njit(inline="always", fastmath=_FM)

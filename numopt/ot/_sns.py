@@ -709,7 +709,8 @@ class _Newton:
             n, m = sc.M.shape
             count, mass = kern.value_histogram(cvals)
             key, _ = select_threshold(count, mass, self.rule, self.value, n, m, self.density_max)
-            *pattern, vals, pr, pc = kern.filter_pattern(*sc.cand, cvals, kern.key_threshold(key), m)
+            *pattern, vals, pr, pc = kern.filter_pattern(*sc.cand, cvals, kern.key_threshold(key), m,
+                                                              sc.nchunk)
             self.pattern = tuple(pattern)
             self.from_cand = True
         else:

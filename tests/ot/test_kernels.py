@@ -503,3 +503,18 @@ def test_sparse_kernels_split_over_threads_match_serial():
     kern._schur_mv_par(indptr, indices, ser[0], r + 1e-12, c + 1e-12, x, out, np.empty((2, m)))
     np.testing.assert_allclose(out, kern.schur_matvec(indptr, indices, ser[0], r, c, 1e-12, x), rtol=1e-12,
                                atol=1e-12 * np.abs(out).max())
+
+
+def test_filter_pattern_split_over_threads_matches_serial():
+    rng = np.random.default_rng(24)
+    n, m, per_row = 500, 400, 80
+    indices = np.concatenate([np.sort(rng.choice(m, per_row, replace=False)) for _ in range(n)]).astype(np.int64)
+    indptr = np.arange(0, n * per_row + 1, per_row, dtype=np.int64)
+    bvals = rng.random(indices.size)
+    vals = bvals * rng.random(indices.size)
+    rho = float(np.quantile(vals, 0.6))
+    ser = kern.filter_pattern(indptr, indices, bvals, vals, rho, m, 1)
+    par = kern.filter_pattern(indptr, indices, bvals, vals, rho, m, 2)
+    for x, y in zip(ser, par):
+        np.testing.assert_allclose(x, y, rtol=1e-13)
+    assert ser[0][-1] == (vals >= rho).sum()
