@@ -342,7 +342,7 @@ class _Scaled:
 
 
 def minimize_sns(problem, x0=None, *, callback=None, maxiter=1000, tol=1e-9, n_sinkhorn=20, switch_err=0.3,
-                 check_every=1, sparsity=("mass", 1e-5), density_max=0.1, candidate_window=40.0, reselect=10.0,
+                 check_every=1, sparsity=("mass", 1e-5), density_max=0.1, candidate_window=40.0, reselect=30.0,
                  refresh_ratio=0.5,
                  cg_rtol=None,
                  cg_maxiter=None, ls_armijo=1e-4, ls_min_step=1e-6, fallback_sweeps=10, verbose=False,
@@ -390,7 +390,9 @@ def minimize_sns(problem, x0=None, *, callback=None, maxiter=1000, tol=1e-9, n_s
     reselect : float
         The sparsity pattern is kept across Newton steps (its values are updated exactly) until the mass
         it drops exceeds ``reselect`` times the mass dropped when it was chosen (floor 1e-12 of the total);
-        then it is chosen again (one more pass over the plan). ``reselect <= 1`` chooses it every step.
+        then it is chosen again (one more pass over the plan, or over the candidates). ``reselect <= 1``
+        chooses it every step. (30 measured fewer iterations in all than 10 on 40 fuzzed problems, and the
+        same on the benchmark cases but one reselection less at n = 2000.)
     refresh_ratio : float
         Between dense passes the Newton stage *estimates* the marginals: exactly on the pattern, and off
         it from the last dense pass, with a rigorous bound on the L1 error of the estimate. A dense pass
