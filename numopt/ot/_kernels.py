@@ -395,8 +395,7 @@ def _schur_mv_par(indptr, indices, vals, dr, dc, x, out, cbuf):
     nchunk = cbuf.shape[0]
     for t in prange(nchunk):
         lo, hi = _nnz_rows(indptr, t, nchunk)
-        for j in range(m):
-            cbuf[t, j] = 0.0
+        _zero_chunk(t, cbuf, cbuf, cbuf, False)
         for i in range(lo, hi):
             k0, k1 = indptr[i], indptr[i + 1]
             s0 = 0.0
@@ -426,9 +425,8 @@ def _schur_setup_par(indptr, indices, vals, dr, y, res, sd, cbuf, cbuf2):
     nchunk = cbuf.shape[0]
     for t in prange(nchunk):
         lo, hi = _nnz_rows(indptr, t, nchunk)
-        for j in range(m):
-            cbuf[t, j] = 0.0
-            cbuf2[t, j] = 0.0
+        _zero_chunk(t, cbuf, cbuf, cbuf, False)
+        _zero_chunk(t, cbuf2, cbuf2, cbuf2, False)
         for i in range(lo, hi):
             yi = y[i]
             ri = 1.0 / dr[i]
@@ -888,11 +886,9 @@ def _filter_count_impl(indptr, vals, rho, cnt, nchunk):
 @_twins()
 def _filter_fill_impl(indptr, indices, bvals, vals, rho, sub_ptr, sub_ind, sub_b, sub_v, rows, cbuf):
     nchunk = cbuf.shape[0]
-    m = cbuf.shape[1]
     for t in prange(nchunk):
         lo, hi = _nnz_rows(indptr, t, nchunk)
-        for j in range(m):
-            cbuf[t, j] = 0.0
+        _zero_chunk(t, cbuf, cbuf, cbuf, False)
         for i in range(lo, hi):
             q = sub_ptr[i]
             s = 0.0
@@ -940,10 +936,8 @@ def filter_pattern(indptr, indices, bvals, vals, rho, m, nchunk=1):
         _filter_fill_par(indptr, indices, bvals, vals, rho, sub_ptr, sub_ind, sub_b, sub_v, rows, cbuf)
     else:
         _filter_fill_ser(indptr, indices, bvals, vals, rho, sub_ptr, sub_ind, sub_b, sub_v, rows, cbuf)
-    cols = cbuf[0].copy()
-    for t in range(1, nch):
-        for j in range(m):
-            cols[j] += cbuf[t, j]
+    cols = np.empty(m)
+    _reduce_cols(cbuf, cols)
     return sub_ptr, sub_ind, sub_b, sub_v, rows, cols
 
 
@@ -1155,12 +1149,10 @@ def extract_scaled(B, u, v, rho, chunk_nnz):
 
 @_twins()
 def _pattern_sums_impl(indptr, indices, bvals, u, v, out, rows, cbuf):
-    m = v.shape[0]
     nchunk = cbuf.shape[0]
     for t in prange(nchunk):
         lo, hi = _nnz_rows(indptr, t, nchunk)
-        for j in range(m):
-            cbuf[t, j] = 0.0
+        _zero_chunk(t, cbuf, cbuf, cbuf, False)
         for i in range(lo, hi):
             ui = u[i]
             s = 0.0
@@ -1190,10 +1182,8 @@ def pattern_sums(indptr, indices, bvals, u, v, nchunk=1):
         _pattern_sums_par(indptr, indices, bvals, u, v, out, rows, cbuf)
     else:
         _pattern_sums_ser(indptr, indices, bvals, u, v, out, rows, cbuf)
-    cols = cbuf[0].copy()
-    for t in range(1, cbuf.shape[0]):
-        for j in range(m):
-            cols[j] += cbuf[t, j]
+    cols = np.empty(m)
+    _reduce_cols(cbuf, cols)
     return out, rows, cols
 
 
