@@ -11,30 +11,39 @@ is concave with gradient :math:`g = (a - P1,\; b - P^\top 1)` (the marginal resi
 (The brief's :math:`f(x, y)` is :math:`\mathrm{reg}\,(\tilde f + \sum a)` with :math:`x = \mathrm{reg}(lu+1)`,
 :math:`y = \mathrm{reg}\, lv`.)
 
-**Representation.** One pass with exponentials builds a base matrix
-:math:`B_{ij} = e^{lu^0_i + K_{ij} + lv^0_j}` with every row maximum 1 (so no row underflows, at any
-``reg``); afterwards the plan at any point is :math:`P = \mathrm{diag}(u)\, B\, \mathrm{diag}(v)` with
-:math:`u = e^{lu - lu^0}`, :math:`v = e^{lv - lv^0}`, and a pass over the plan is a pass over B without
-exponentials. Entries of B that underflowed are below :math:`e^{-708}` of their row maximum; while
-:math:`\max(lu - lu^0) + \max(lv - lv^0) \le 300` they stay below :math:`e^{-408}` in P, and a new
-base is taken when that is about to fail.
+**Representation.** A base :math:`B_{ij} = e^{lu^0_i + K_{ij} + lv^0_j}` with every row maximum 1 (so no
+row underflows, at any ``reg``); the plan at any point is :math:`P = \mathrm{diag}(u)\, B\, \mathrm{diag}(v)`
+with :math:`u = e^{lu - lu^0}`, :math:`v = e^{lv - lv^0}`. Its *candidates* are the entries
+:math:`B_{ij} \ge e^{-W}` (``candidate_window`` W = 40): every other entry is below :math:`e^{-W}`, so the
+mass of P off the candidates is at most :math:`e^{-W} \sum_i u_i \sum_j v_j` (per row
+:math:`u_i e^{-W} \sum_j v_j`, per column alike), a rigorous bound at any point. While
+:math:`\max(lu - lu^0) + \max(lv - lv^0) \le 300` the entries of B that underflowed (below
+:math:`e^{-708}` of their row maximum) stay below :math:`e^{-408}` in P; a new base is taken before that
+fails.
 
 **Algorithm.**
 
-1. Sinkhorn stage: the base pass also does the first row update; each further sweep is one pass over B
-   (row sums, row update and column sums of the updated rows while they are in cache). The stage ends
-   when the row error (columns are exact after a sweep) is ``<= switch_err * sum(a)``. The last sweep
-   also takes the histogram of P and keeps the entries above a floor as pattern candidates.
-2. Newton stage, one iteration:
+1. Scan: one pass over M finds the row maxima and the candidates (by their exponents, with bit masks)
+   and gives only the candidates an exponential; it also makes the first Sinkhorn sweep (row update from
+   the candidates' row sums, then the exact column update). No dense B is written. If the candidates
+   overflow their room (``density_max``; the window is first narrowed, not below 30, on a sample of
+   rows), the pass with exponentials that builds the dense B is made instead.
+2. Sinkhorn stage: if the error after the first sweep, estimated from the candidates with its bound, is
+   ``<= switch_err * sum(a)``, Newton starts at once. Otherwise sweeps follow, each one pass over the
+   dense B (made now, if the scan skipped it): row sums, row update and column sums of the updated rows
+   while they are in cache, until the row error (columns are exact) is ``<= switch_err * sum(a)``.
+3. Newton stage, one iteration:
 
-   a. sparsify P by one global threshold :math:`\rho` (mass rule by default, read off the histogram;
-      the pattern is filtered from the candidates) into :math:`P_s`, and keep it while the mass it drops
-      stays within ``reselect`` times its initial value;
+   a. sparsify P by one global threshold :math:`\rho` (mass rule by default, read off a histogram of the
+      candidates' values) into :math:`P_s`, and keep it while the mass it drops stays within
+      ``reselect`` times its initial value;
    b. solve :math:`H_s\,\Delta z = g` (dense marginals on the diagonal plus a tiny ridge, orthogonally
       to the gauge (1, -1)) by CG on the Schur complement
       :math:`S = \mathrm{diag}(c) - P_s^\top \mathrm{diag}(r)^{-1} P_s` of the row block, preconditioned by
       :math:`\mathrm{diag}(S)`, matrix-free in :math:`P_s` (H_s is 2-cyclic: CG on S needs 2.5-10x fewer
-      iterations than Jacobi-preconditioned CG on H_s, at the same cost each);
+      iterations than Jacobi-preconditioned CG on H_s, at the same cost each), with the forcing term
+      :math:`\min(0.1, \sqrt{\|g\|})`, tightened 10x after every damped or failed step and relaxed to
+      ``0.25 tol / err`` when the step only has to close the last gap;
    c. backtracking line search from :math:`\alpha = 1` accepting :math:`\tilde f(z + \alpha\Delta z)` finite
       and either an Armijo increase or a smaller :math:`\|g\|_2` (plain Armijo stalls near 1e-10 because
       the gain :math:`\approx \|g\|^2` falls below the rounding of an ``n*m``-term sum);
@@ -42,13 +51,17 @@ base is taken when that is about to fail.
       instead (a fallback);
    e. re-centre the gauge.
 
-   Trial points need no pass over the plan: their marginals are *estimated*, exactly on the pattern
-   (O(nnz)) and, off it, from the off-pattern sums at the last dense pass scaled by the change of u and
-   v, which the min and max of that change bracket. The bracket gives a rigorous bound on the error of
-   the estimated L1 marginal error; a dense pass (the new reference) is made only when the bound exceeds
-   ``refresh_ratio`` times the estimated error and the two together are not already below ``tol``.
-3. One final pass writes the plan :math:`P = \mathrm{diag}(u) B \mathrm{diag}(v)` in place of B with its
-   exact marginals and cost; the reported ``marginal_error`` is measured there.
+   Trial points need no pass over M or B: their marginals are *estimated*, exactly on the pattern
+   (O(nnz)) and, off it, from the off-pattern sums at the last *reference* scaled by the change of u and
+   v, which the min and max of that change bracket. A reference holds the off-pattern sums within
+   intervals: exactly, from a dense pass over B, or, without one, from the candidates (exact over them,
+   plus the rigorous bound of the rest) in O(#candidates). The brackets give a rigorous bound on the
+   error of the estimated L1 marginal error; a new reference is taken (from the candidates while their
+   bound is small enough, else by a dense pass) only when the bound exceeds ``refresh_ratio`` times the
+   estimated error and the two together are not already below ``tol``.
+4. One final pass writes the plan with its exact marginals and cost: straight from M (exponentials)
+   when there is no dense B, else :math:`P = \mathrm{diag}(u) B \mathrm{diag}(v)` in place of B. The
+   reported ``marginal_error`` is measured there.
 """
 from __future__ import annotations
 
@@ -380,13 +393,14 @@ def minimize_sns(problem, x0=None, *, callback=None, maxiter=1000, tol=1e-9, n_s
     density_max : float
         Cap on the fraction of entries of P kept (0 < density_max <= 1).
     candidate_window : float
-        The exponential pass collects the *candidates*, the entries of the base matrix B (see the module
-        docstring) within ``exp(-candidate_window)`` of their row maximum (every non-candidate holds less
-        than that, so their total mass at any point is rigorously bounded). While that bound stays below
-        a tenth of the mass the sparsity rule drops, patterns and the marginal references of the Newton
-        stage come from the candidates in O(#candidates) instead of dense passes, and Newton starts
-        after the first sweep if its bounded error is already ``<= switch_err * sum(a)``. The window is
-        narrowed (not below 30) to fit ``density_max`` on a sample of rows; ``0`` disables candidates.
+        The first pass (the scan) collects the *candidates*, the entries of the base matrix B (see the
+        module docstring) within ``exp(-candidate_window)`` of their row maximum, and gives only them an
+        exponential (every non-candidate holds less than that, so their total mass at any point is
+        rigorously bounded). While that bound stays below a tenth of the mass the sparsity rule drops,
+        patterns and the marginal references of the Newton stage come from the candidates in
+        O(#candidates) instead of dense passes, and Newton starts after the first sweep if its bounded
+        error is already ``<= switch_err * sum(a)``. The window is narrowed (not below 30) to fit
+        ``density_max`` on a sample of rows; ``0`` disables candidates (the dense path throughout).
     reselect : float
         The sparsity pattern is kept across Newton steps (its values are updated exactly) until the mass
         it drops exceeds ``reselect`` times the mass dropped when it was chosen (floor 1e-12 of the total);
