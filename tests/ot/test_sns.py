@@ -364,3 +364,29 @@ def test_sns_tightens_cg_after_damped_steps(trial):
     assert res.success and res.marginal_error <= 1e-9
     P = res.plan
     assert np.abs(P.sum(1) - a).sum() + np.abs(P.sum(0) - b).sum() <= 1e-9
+
+
+def test_candidate_window_narrows_to_fit_and_gives_up_below_its_floor():
+    # the window is the widest integer in [30, window] whose candidates (estimated on a sample of rows)
+    # fill at most half the room; none fits: no candidates, the dense path
+    from numopt.ot._sns import _Scaled
+    rng = np.random.default_rng(16)
+    n = 400
+    M = rng.random((n, n))
+    a = np.full(n, 1.0 / n)
+    lv = np.zeros(n)
+    for reg, expect in ((1 / 1200, 40.0), (1 / 700, None), (1 / 20, 0.0)):
+        sc = _Scaled(OptimalTransport(a, a, M, reg))
+        w = sc._choose_window(lv)
+        half_room = 0.5 * sc.ccols.size
+        E = -M / reg
+        dist = E.max(1)[:, None] - E                   # distances below the row maximum
+        if expect is None:                             # narrowed: 30 <= w < 40, and w + 1 would not fit
+            assert 30.0 <= w < 40.0
+            assert (dist < w + 1).sum() > 0.8 * half_room
+        else:
+            assert w == expect
+        if w > 0:
+            assert (dist < w).sum() <= 1.2 * half_room   # (a sample: within 20 %)
+    res = numopt.minimize(OptimalTransport(a, a, M, 1 / 20), method="sns", tol=1e-9)
+    assert res.success and res.passes["scan"] == 0 and res.passes["absorb"] == 1
