@@ -27,10 +27,9 @@ from numba.cpython.unsafe.numbers import trailing_zeros
 from numba.extending import intrinsic
 
 __all__ = ["fexp", "neg_scaled_cost", "sinkhorn_block", "dual_pass", "log2_histogram", "key_threshold",
-           "schur_matvec", "pcg_schur", "N_KEYS", "absorb", "scaled_pass", "extract_scaled", "filter_candidates", "pattern_sums",
-           "window_counts", "value_histogram", "filter_pattern", "absorb_sparse", "plan_from_cost",
-           "shift_range", "bracket",
-           "finalize_plan", "col_lse_cost"]
+           "schur_matvec", "pcg_schur", "N_KEYS", "absorb", "scaled_pass", "extract_scaled",
+           "filter_candidates", "pattern_sums", "window_counts", "value_histogram", "filter_pattern",
+           "absorb_sparse", "plan_from_cost", "shift_range", "bracket", "finalize_plan", "col_lse_cost"]
 
 _FM = {"reassoc", "contract", "nsz", "arcp"}     # no "nnan"/"ninf": inf and NaN must survive as values
 _LOG2E = 1.4426950408889634

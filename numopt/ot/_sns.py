@@ -162,8 +162,8 @@ class _Scaled:
         # histogram floor: the entries below it hold < floor_frac of the mass together (every rule keeps
         # more than that), so they may share one bin
         self.floor = floor_frac * problem.mass / (n * m)
-        # candidates of the base B (entries within e^-window of their row maximum, collected by the
-        # exponential pass) as CSR, and that threshold; None when they did not fit the room
+        # candidates of the base B (entries within e^-window of their row maximum, collected by the scan
+        # or the exponential pass) as CSR, and that threshold; None when they did not fit the room
         self.window = window
         self.win = None              # the window in use, chosen from a sample at the first absorb
         self.cand, self.cand_eps = None, 0.0
@@ -189,27 +189,23 @@ class _Scaled:
         t0 = time.perf_counter()
         if self.win is None:
             self.win = self._choose_window(lv)
-        self.cand, self.cand_eps = None, 0.0
-        n, m = self.M.shape
-        if self.win > 0 and not dense:
+        thr = float(np.exp(-self.win)) if self.win > 0 else 0.0
+        scan = thr > 0 and not dense
+        if scan:
             kern.absorb_sparse(self.M, self.inv, lu, lv, self.a, self.win, self.lu0, self.S, self.rs, self.acc,
                                self.acc2, start_cols, self.cap, self.rowcnt, self.ccols, self.cvals, self.ovf)
-            if not self.ovf.any():
-                self._take_candidates(float(np.exp(-self.win)))
-                self.lv0[:] = lv
-                self.dense = False
-                self.tick("scan", t0)
-                return self.rs.copy(), self.acc.sum(0), self.acc2.sum(0)
-        thr = float(np.exp(-self.win)) if self.win > 0 else 0.0
-        if self.B is None:
-            self.B = np.empty((n, m))
-        kern.absorb(self.M, self.inv, lu, lv, self.a, self.B, self.lu0, self.S, self.rs, self.acc, self.acc2,
-                    start_cols, thr, self.cap, self.rowcnt, self.ccols, self.cvals, self.ovf)
+            scan = not self.ovf.any()
+        if not scan:                       # the dense pass (asked for, or the candidates overflowed)
+            if self.B is None:
+                self.B = np.empty(self.M.shape)
+            kern.absorb(self.M, self.inv, lu, lv, self.a, self.B, self.lu0, self.S, self.rs, self.acc,
+                        self.acc2, start_cols, thr, self.cap, self.rowcnt, self.ccols, self.cvals, self.ovf)
         self.lv0[:] = lv
-        self.dense = True
+        self.dense = not scan
+        self.cand, self.cand_eps = None, 0.0
         if thr > 0 and not self.ovf.any():
             self._take_candidates(thr)
-        self.tick("absorb", t0)
+        self.tick("scan" if scan else "absorb", t0)
         return self.rs.copy(), self.acc.sum(0), self.acc2.sum(0)
 
     def _take_candidates(self, eps):
@@ -355,8 +351,8 @@ class _Scaled:
 
 
 def minimize_sns(problem, x0=None, *, callback=None, maxiter=1000, tol=1e-9, n_sinkhorn=20, switch_err=0.3,
-                 check_every=1, sparsity=("mass", 1e-5), density_max=0.1, candidate_window=40.0, reselect=30.0,
-                 refresh_ratio=0.5,
+                 check_every=1, sparsity=("mass", 1e-5), density_max=0.1, candidate_window=_WINDOW_MAX,
+                 reselect=30.0, refresh_ratio=0.5,
                  cg_rtol=None,
                  cg_maxiter=None, ls_armijo=1e-4, ls_min_step=1e-6, fallback_sweeps=10, verbose=False,
                  progress=False, warn=True):
@@ -498,9 +494,10 @@ def minimize_sns(problem, x0=None, *, callback=None, maxiter=1000, tol=1e-9, n_s
             sc.absorb(lu, lv)
         nit = nit_sk = 1
         prev = np.inf
+        n_sweeps = n_sinkhorn
         if sc.cand is not None:
-            # the exponential pass collected the candidates: the error here is known within a tiny
-            # bound without a pass, and Newton may start right away
+            # the scan collected the candidates: the error here is known within a tiny bound without a
+            # pass, and Newton may start right away
             newton = _Newton.from_candidates(sc, lu, lv, rule, value, density_max)
         if newton is not None:
             vals, r, c, bound = newton.estimate(lu, lv)
@@ -508,11 +505,11 @@ def minimize_sns(problem, x0=None, *, callback=None, maxiter=1000, tol=1e-9, n_s
             if prev <= switch_err * problem.mass:
                 if report(prev, 1, stage=0):
                     state = "stopped"
-                n_sinkhorn = 1                   # the stage ends here
-        while nit_sk < n_sinkhorn and nit < maxiter:
+                n_sweeps = 1                     # the stage ends here
+        while nit_sk < n_sweeps and nit < maxiter:
             # a sweep that may be the last one also collects the histogram and the pattern candidates
             # (unless the base has candidates)
-            collect = newton is None and (nit_sk == 1 or nit_sk + 1 == n_sinkhorn
+            collect = newton is None and (nit_sk == 1 or nit_sk + 1 == n_sweeps
                                           or prev <= 3 * switch_err * problem.mass)
             lu_new, lv_new, err, ref = sc.sweep(lu, lv, collect)   # err: of (lu, lv); columns exact
             if not np.isfinite(err):
