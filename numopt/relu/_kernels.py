@@ -790,3 +790,22 @@ def warmup():
     robust_cone_project(XA, np.ones((4, 2)), w, np.empty((4, 4)), np.empty((4, 2)))
     for logistic in (False, True):
         robust_loss_prox(np.zeros(4), np.ones((4, 2)), w, np.ones(4), logistic, 1.0, np.empty(4), np.empty((4, 2)))
+
+
+@njit(cache=True, nogil=True)
+def symmetrize_lower(A, block=64):
+    """Copy the lower triangle of the square ``A`` onto its upper triangle, in place; returns ``A``.
+
+    LAPACK's ``potri`` leaves the inverse in one triangle only. Tiles of ``block x block`` keep the
+    transposed reads in cache (``np.tril(A) + np.tril(A, -1).T`` makes three ``n x n`` passes and two
+    temporaries).
+    """
+    n = A.shape[0]
+    for ib in range(0, n, block):
+        ie = min(n, ib + block)
+        for jb in range(0, ie, block):
+            je = min(n, jb + block)
+            for i in range(ib, ie):
+                for j in range(jb, min(je, i)):
+                    A[j, i] = A[i, j]
+    return A

@@ -188,14 +188,34 @@ def test_show_options_lists_documented_options():
     assert "n_neurons" in numopt.show_options("scp", disp=False)
 
 
-def test_spd_inverse():
+@pytest.mark.parametrize("n", [1, 9, 130, 300])
+def test_spd_inverse(n):
+    """potrf/potri + the tiled symmetrisation equal NumPy's general inverse (block edges: 130, 300)."""
     from numopt.relu._linsolve import spd_inverse
-    rng = np.random.default_rng(3)
-    A = rng.standard_normal((9, 9))
-    A = A @ A.T + 0.1 * np.eye(9)
-    assert np.allclose(spd_inverse(A) @ A, np.eye(9), atol=1e-10)
+    rng = np.random.default_rng(n)
+    A = rng.standard_normal((n, n))
+    A = A @ A.T + 0.1 * np.eye(n)
+    Ai = spd_inverse(A)
+    assert Ai.flags.c_contiguous and np.array_equal(Ai, Ai.T)
+    ref = np.linalg.inv(A)
+    assert np.max(np.abs(Ai - ref)) <= 1e-9 * np.max(np.abs(ref))
+    assert np.allclose(Ai @ A, np.eye(n), atol=1e-8)
     with pytest.raises(np.linalg.LinAlgError):
         spd_inverse(-np.eye(3))
+    B = A.copy()
+    B[n // 2, n // 2] = -1e6                                   # indefinite in the middle of the factorisation
+    with pytest.raises(np.linalg.LinAlgError):
+        spd_inverse(B)
+
+
+@pytest.mark.parametrize("n", [1, 5, 64, 65, 200])
+def test_symmetrize_lower_matches_numpy(n):
+    from numopt.relu._kernels import symmetrize_lower
+    A = np.random.default_rng(n).standard_normal((n, n))
+    ref = np.tril(A) + np.tril(A, -1).T
+    out = symmetrize_lower(A.copy())
+    assert np.array_equal(out, ref)
+    assert np.array_equal(symmetrize_lower(A.copy(), 7), ref)           # ragged tiles
 
 
 def test_fused_admm_kernels_match_numpy(tiny):
