@@ -184,8 +184,12 @@ class ConvexReLURegressor(RegressorMixin, _ConvexReLUBase):
         numopt method used (see :func:`numopt.show_options`).
     max_iter : int
         Iteration limit of the solver.
-    tol : float
-        Relative tolerance of the solver's stopping rule.
+    tol : float, default 1e-3
+        Relative tolerance of the solver's stopping rule (ADMM: the primal and dual residual tolerances;
+        SCP: the proximal-gradient step). The default serves prediction: test accuracy stops changing long
+        before the objective does (5-fold CV, width 64: 1e-3 against 1e-4 gives the same accuracy on
+        breast_cancer and binary digits, at 3-4x less fit time). Pass ``1e-4`` or less when the convex
+        objective itself matters (``objective_``).
     bias : bool
         Hidden-layer bias (penalised with the weights).
     warm_start : bool
@@ -210,7 +214,7 @@ class ConvexReLURegressor(RegressorMixin, _ConvexReLUBase):
     n_neurons_, n_iter_, loss_curve_, objective_
     """
 
-    def __init__(self, beta=1.0, *, n_patterns=32, solver="admm", max_iter=2000, tol=1e-4, bias=True,
+    def __init__(self, beta=1.0, *, n_patterns=32, solver="admm", max_iter=2000, tol=1e-3, bias=True,
                  warm_start=False, solver_options=None, random_state=None, verbose=False, adversarial_eps=0.0):
         self.adversarial_eps = adversarial_eps
         self.beta = beta
@@ -270,7 +274,7 @@ class ConvexReLUClassifier(ClassifierMixin, _ConvexReLUBase):
     n_neurons_, n_iter_, loss_curve_, objective_
     """
 
-    def __init__(self, beta=1.0, *, n_patterns=32, loss="squared", solver="admm", max_iter=2000, tol=1e-4,
+    def __init__(self, beta=1.0, *, n_patterns=32, loss="squared", solver="admm", max_iter=2000, tol=1e-3,
                  bias=True, warm_start=False, solver_options=None, random_state=None, verbose=False,
                  adversarial_eps=0.0):
         self.adversarial_eps = adversarial_eps
