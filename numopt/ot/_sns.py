@@ -59,7 +59,11 @@ fails.
    error of the estimated L1 marginal error; a new reference is taken (from the candidates while their
    bound is small enough, else by a dense pass) only when the bound exceeds ``refresh_ratio`` times the
    estimated error and the two together are not already below ``tol``.
-4. One final pass writes the plan with its exact marginals and cost: straight from M (exponentials)
+4. Stall rescue: when ``stall_iters`` Newton iterations pass without halving the best error, the
+   solve finishes with :func:`_semidual_rescue` (Levenberg-Marquardt Newton on the dense semi-dual
+   over the smaller side) if one of its iterations costs at most ``rescue_flops``; otherwise the next
+   iteration is a fallback (Sinkhorn sweeps), and Newton resumes after it.
+5. One final pass writes the plan with its exact marginals and cost: straight from M (exponentials)
    when there is no dense B, else :math:`P = \mathrm{diag}(u) B \mathrm{diag}(v)` in place of B. The
    reported ``marginal_error`` is measured there.
 """
@@ -502,11 +506,12 @@ def minimize_sns(problem, x0=None, *, callback=None, maxiter=1000, tol=1e-9, n_s
         Newton step a better start, which matters with non-unique LP optima (W1 costs).
     stall_iters : int
         The Newton stage *stalls* when ``stall_iters`` of its iterations (a Newton step, or a fallback
-        with its sweeps, counting one) pass without halving the best L1 error so far. SNS then finishes with the semi-dual rescue: a
-        Levenberg-Marquardt-damped Newton method on the semi-dual over the smaller side (the other side
-        eliminated exactly by log-sum-exp), with the dense Hessian, which cannot cycle and converges
-        where the sparse Newton stage and Sinkhorn crawl (small ``reg`` with a few points on one side,
-        non-unique LP optima). Each of its iterations counts as one (``nit_rescue``).
+        with its sweeps, counting one) pass without halving the best L1 error so far. SNS then
+        finishes with the semi-dual rescue: a Levenberg-Marquardt-damped Newton method on the
+        semi-dual over the smaller side (the other side eliminated exactly by log-sum-exp), with the
+        dense Hessian, which cannot cycle and converges where the sparse Newton stage and Sinkhorn
+        crawl (small ``reg`` with a few points on one side, non-unique LP optima). Each of its
+        iterations counts as one (``nit_rescue``).
     rescue_flops : float
         The rescue is used only when one of its iterations costs at most this many flops, counted as
         ``k^2 (max(n, m) + k)`` with ``k = min(n, m)`` (the Hessian product and its eigendecomposition;
