@@ -51,7 +51,7 @@ def _log_dict(res):
         "cost": res.cost,
         "result": res,
     }
-    for key in ("n_fallback", "cg_iters", "density"):
+    for key in ("n_fallback", "nit_rescue", "cg_iters", "density"):
         if key in res:
             log[key] = res[key]
     return log

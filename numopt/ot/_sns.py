@@ -59,7 +59,11 @@ fails.
    error of the estimated L1 marginal error; a new reference is taken (from the candidates while their
    bound is small enough, else by a dense pass) only when the bound exceeds ``refresh_ratio`` times the
    estimated error and the two together are not already below ``tol``.
-4. One final pass writes the plan with its exact marginals and cost: straight from M (exponentials)
+4. Stall rescue: when ``stall_iters`` Newton iterations pass without halving the best error, the
+   solve finishes with :func:`_semidual_rescue` (Levenberg-Marquardt Newton on the dense semi-dual
+   over the smaller side) if one of its iterations costs at most ``rescue_flops``; otherwise the next
+   iteration is a fallback (Sinkhorn sweeps), and Newton resumes after it.
+5. One final pass writes the plan with its exact marginals and cost: straight from M (exponentials)
    when there is no dense B, else :math:`P = \mathrm{diag}(u) B \mathrm{diag}(v)` in place of B. The
    reported ``marginal_error`` is measured there.
 """
@@ -117,7 +121,7 @@ def select_threshold(count, mass, rule, value, n, m, density_max):
     floor = min(n + m, n * m)
     if cnt[q] < floor:                   # (a histogram of candidates may hold fewer: keep them all)
         q = min(int(np.searchsorted(cnt, floor, side="left")), cnt.size - 1)
-    cap = max(density_max * n * m, 1.0)
+    cap = max(density_max * n * m, floor, 1.0)     # never below one entry per row and column
     if cnt[q] > cap:
         q = max(int(np.searchsorted(cnt, cap, side="right")) - 1, int(np.flatnonzero(cnt)[0]))
     return kern.N_KEYS - 1 - q, int(cnt[q])
@@ -350,12 +354,93 @@ class _Scaled:
         return P, self.r, self.acc.sum(0), float(cost.sum())
 
 
+def _semidual_rescue(problem, lu, lv, tol, maxiter, report=None, armijo=1e-4):
+    r"""Levenberg-Marquardt Newton on the semi-dual over the smaller side, in the log domain (dense).
+
+    With the larger side eliminated exactly (say the rows: :math:`lu = \log a - \mathrm{lse}_j(K + lv)`,
+    so that :math:`P1 = a` always), the scaled dual becomes the concave semi-dual
+    :math:`F(lv) = b^\top lv - \sum_i a_i\, \mathrm{lse}_j(K_{ij} + lv_j)`, with gradient
+    :math:`g = b - P^\top 1` and Hessian :math:`-S`, :math:`S = \mathrm{diag}(P^\top 1) - P^\top
+    \mathrm{diag}(a)^{-1} P` (the Schur complement; :math:`S1 = 0` is the gauge). A step solves
+    :math:`(S + \mu I)\,d = g` from one eigendecomposition of S (plus the gauge term, which leaves the
+    step unchanged since :math:`\sum g = 0`) and is accepted on an Armijo increase of F (or, within
+    rounding of F, a smaller :math:`\|g\|_2`); :math:`\mu` grows 10x per rejection and shrinks 10x
+    per acceptance. The damping turns the step into a scaled gradient step along directions of
+    vanishing curvature (a column whose mass underflowed, a potential in a gap between LP vertices),
+    where the undamped Newton step and log-domain Sinkhorn both crawl, and F never decreases, so it
+    cannot cycle. Each trial is one log-sum-exp pass over the ``n x m`` data, each iteration one
+    ``n * k^2`` product and a ``k^3`` eigendecomposition (k = the smaller side).
+
+    Returns ``(lu, lv, nit, trials, err)`` with ``err`` the L1 marginal error at the last point.
+    """
+    from scipy.special import logsumexp
+
+    a, b, M = problem.a_red, problem.b_red, problem.M_red
+    flip = M.shape[0] < M.shape[1]
+    if flip:                          # keep the smaller side: eliminate the columns instead
+        a, b, M, lu, lv = b, a, M.T, lv, lu
+    K = M * (-1.0 / problem.reg)
+    loga = np.log(a)
+    k = b.size
+
+    def eliminate(lv):
+        L = K + lv
+        lse = logsumexp(L, axis=1)
+        P = np.exp(L + (loga - lse)[:, None])
+        F = float(b @ lv - a @ lse)
+        scale = float(b @ np.abs(lv) + a @ np.abs(lse)) + 1.0
+        return loga - lse, P, F, scale
+
+    lu, P, F, scale = eliminate(lv)
+    c = P.sum(0)
+    err = float(np.abs(c - b).sum() + np.abs(P.sum(1) - a).sum())
+    nit = trials = 0
+    mu = 0.0
+    while err > tol and nit < maxiter:
+        g = b - c
+        gnorm = float(np.sqrt(g @ g))
+        S = np.diag(c) - P.T @ (P / a[:, None])
+        S = 0.5 * (S + S.T) + (c.sum() / k ** 2)          # + gauge term (c.sum()/k) * 11^T/k
+        w, V = np.linalg.eigh(S)
+        w = np.maximum(w, 0.0)
+        mu_min = 1e-10 * float(w.max())
+        h = V.T @ g
+        accepted = False
+        for _ in range(60):               # mu from 0 up to 1e49 mu_min: a plain gradient step long before
+            d = V @ (h / (w + mu + 1e-300))
+            d -= d.mean()
+            slope = float(g @ d)
+            if slope > 0 and np.all(np.isfinite(d)):
+                with np.errstate(over="ignore", invalid="ignore"):
+                    lu_t, P_t, F_t, scale_t = eliminate(lv + d)
+                trials += 1
+                if np.isfinite(F_t):
+                    c_t = P_t.sum(0)
+                    g_t = b - c_t
+                    accepted = F_t >= F + armijo * slope or (
+                        F_t >= F - 1e-14 * scale and float(np.sqrt(g_t @ g_t)) < gnorm)
+            if accepted:
+                break
+            mu = max(10.0 * mu, mu_min)
+        if not accepted:
+            break
+        lv, lu, P, F, scale, c = lv + d, lu_t, P_t, F_t, scale_t, c_t
+        mu = 0.0 if mu <= mu_min else 0.1 * mu
+        err = float(np.abs(c - b).sum() + np.abs(P.sum(1) - a).sum())
+        nit += 1
+        if report is not None and report(err, *((lv, lu) if flip else (lu, lv))):
+            break
+    if flip:
+        lu, lv = lv, lu
+    return lu, lv, nit, trials, err
+
+
 def minimize_sns(problem, x0=None, *, callback=None, maxiter=1000, tol=1e-9, n_sinkhorn=20, switch_err=0.3,
                  check_every=1, sparsity=("mass", 1e-5), density_max=0.1, candidate_window=_WINDOW_MAX,
                  reselect=30.0, refresh_ratio=0.5,
                  cg_rtol=None,
-                 cg_maxiter=None, ls_armijo=1e-4, ls_min_step=1e-6, fallback_sweeps=10, verbose=False,
-                 progress=False, warn=True):
+                 cg_maxiter=None, ls_armijo=1e-4, ls_min_step=1e-6, fallback_sweeps=10, stall_iters=30,
+                 rescue_flops=5e8, verbose=False, progress=False, warn=True):
     r"""Sinkhorn-Newton-Sparse on :class:`~numopt.problems.OptimalTransport` (see the module docstring).
 
     Parameters
@@ -419,6 +504,19 @@ def minimize_sns(problem, x0=None, *, callback=None, maxiter=1000, tol=1e-9, n_s
     fallback_sweeps : int
         Sinkhorn sweeps done by one fallback (a rejected Newton step). Several sweeps give the next
         Newton step a better start, which matters with non-unique LP optima (W1 costs).
+    stall_iters : int
+        The Newton stage *stalls* when ``stall_iters`` of its iterations (a Newton step, or a fallback
+        with its sweeps, counting one) pass without halving the best L1 error so far. SNS then
+        finishes with the semi-dual rescue: a Levenberg-Marquardt-damped Newton method on the
+        semi-dual over the smaller side (the other side eliminated exactly by log-sum-exp), with the
+        dense Hessian, which cannot cycle and converges where the sparse Newton stage and Sinkhorn
+        crawl (small ``reg`` with a few points on one side, non-unique LP optima). Each of its
+        iterations counts as one (``nit_rescue``).
+    rescue_flops : float
+        The rescue is used only when one of its iterations costs at most this many flops, counted as
+        ``k^2 (max(n, m) + k)`` with ``k = min(n, m)`` (the Hessian product and its eigendecomposition;
+        the default admits up to about 630 x 630, and n x 2 for any n); ``0`` disables it. A larger
+        stalled problem gets ``fallback_sweeps`` Sinkhorn sweeps instead, and Newton resumes after them.
     verbose, progress : bool
         Log lines through ``logging.getLogger("numopt.sns")`` / a tqdm bar.
     warn : bool
@@ -429,8 +527,8 @@ def minimize_sns(problem, x0=None, *, callback=None, maxiter=1000, tol=1e-9, n_s
     OptimizeResult
         As ``sinkhorn_log`` plus ``nit_newton``, ``n_fallback`` (events), ``nit_fallback_sweeps``,
         ``cg_iters`` and ``density`` (per Newton step or fallback), ``passes`` (passes over the n x m
-        data by kind), and ``history`` with ``err`` per check / step and ``stage`` (0 Sinkhorn, 1 Newton,
-        2 fallback).
+        data by kind), ``nit_rescue``, and ``history`` with ``err`` per check / step and ``stage``
+        (0 Sinkhorn, 1 Newton, 2 fallback, 3 semi-dual rescue).
     """
     check_common(maxiter, tol, verbose, progress, warn)
     check_int(n_sinkhorn, "n_sinkhorn", min_value=0)
@@ -451,6 +549,8 @@ def minimize_sns(problem, x0=None, *, callback=None, maxiter=1000, tol=1e-9, n_s
     ls_armijo = check_positive(ls_armijo, "ls_armijo", strict=False)
     ls_min_step = check_positive(ls_min_step, "ls_min_step")
     check_int(fallback_sweeps, "fallback_sweeps", min_value=1)
+    check_int(stall_iters, "stall_iters", min_value=1)
+    rescue_flops = check_positive(rescue_flops, "rescue_flops", strict=False)
     if ls_armijo >= 0.5 or ls_min_step >= 1:
         raise ValueError("ls_armijo must be < 0.5 and ls_min_step < 1")
 
@@ -564,6 +664,8 @@ def minimize_sns(problem, x0=None, *, callback=None, maxiter=1000, tol=1e-9, n_s
             state = "converged"
     f = float(a @ lu + b @ lv - r.sum())
     forcing = 1.0
+    best, best_it, it_newton = err, 0, 0   # the stall test: the best error must halve every stall_iters
+    sweeps_now = False                     # a stall without the rescue: the next iteration is a fallback
     while state is None and nit < maxiter:
         g = np.concatenate([a - r, b - c])
         gnorm = float(np.sqrt(g @ g))
@@ -573,13 +675,17 @@ def minimize_sns(problem, x0=None, *, callback=None, maxiter=1000, tol=1e-9, n_s
         # solves can give directions that stall there: measured), and relaxed when the step only
         # has to close the last gap to tol: the linear model then needs to reduce the error by tol/err
         rtol = cg_rtol if cg_rtol is not None else min(0.1, max(forcing * np.sqrt(gnorm), 0.25 * tol / err))
-        t0 = time.perf_counter()
-        dz, it_cg, _ = kern.pcg_schur(indptr, indices, vals, r, c, ridge, g, rtol, cg_maxiter, sc.nchunk)
-        sc.tick("cg", t0, count=False)
-        du, dv = dz[:n], dz[n:]
-        slope = float(g @ dz)
         accepted = False
-        if np.all(np.isfinite(dz)) and slope > 0:
+        if sweeps_now:
+            it_cg, slope = 0, 0.0
+            sweeps_now = False
+        else:
+            t0 = time.perf_counter()
+            dz, it_cg, _ = kern.pcg_schur(indptr, indices, vals, r, c, ridge, g, rtol, cg_maxiter, sc.nchunk)
+            sc.tick("cg", t0, count=False)
+            du, dv = dz[:n], dz[n:]
+            slope = float(g @ dz) if np.all(np.isfinite(dz)) else 0.0
+        if slope > 0:
             alpha = 1.0
             while alpha >= ls_min_step:
                 lu_t, lv_t = lu + alpha * du, lv + alpha * dv
@@ -642,8 +748,30 @@ def minimize_sns(problem, x0=None, *, callback=None, maxiter=1000, tol=1e-9, n_s
             state = "converged"
         elif stop:
             state = "stopped"
+        it_newton += 1
+        if err + bound < 0.5 * best:
+            best, best_it = err + bound, it_newton
+        elif state is None and it_newton - best_it >= stall_iters:
+            if min(n, m) ** 2 * (max(n, m) + min(n, m)) <= rescue_flops:
+                state = "stalled"
+            else:                          # too large for the rescue: Sinkhorn sweeps (they converge)
+                sweeps_now = True
+                best_it = it_newton
 
-    # --- 3. The plan, its exact marginals and cost, in one pass --------------------------------------------
+    # --- 3. Rescue of a stalled Newton stage: damped Newton on the dense semi-dual ---------------------
+    nit_rescue = 0
+    if state == "stalled" and nit < maxiter:
+        def report_rescue(err_k, lu_k, lv_k):
+            nonlocal lu, lv, nit
+            lu, lv = lu_k, lv_k
+            nit += 1
+            return report(err_k, 1, stage=3)
+
+        # aim at half of tol: the final pass measures the plan again (rounding of the n x m sums)
+        lu, lv, nit_rescue, _, err = _semidual_rescue(problem, lu, lv, 0.5 * tol, maxiter - nit, report_rescue)
+        state = "converged" if err <= tol else "stopped"
+
+    # --- 4. The plan, its exact marginals and cost, in one pass --------------------------------------------
     if not sc.safe(lu, lv):
         sc.absorb(lu, lv)
     P, r, c, cost = sc.final(lu, lv)
@@ -658,7 +786,7 @@ def minimize_sns(problem, x0=None, *, callback=None, maxiter=1000, tol=1e-9, n_s
     mon.nit = nit
     return finish(problem, None, mon, lu, lv, converged=converged, status=status, message=message,
                   warn=warn, P=P, r=r, c=c, dual=f, cost=cost, nit_sinkhorn=nit_sk, nit_newton=nit_newton,
-                  n_fallback=n_fallback, nit_fallback_sweeps=nit_fb_sweeps,
+                  n_fallback=n_fallback, nit_fallback_sweeps=nit_fb_sweeps, nit_rescue=nit_rescue,
                   cg_iters=np.asarray(cg_iters, dtype=np.int64), density=np.asarray(density),
                   passes=dict(sc.passes), pass_seconds=dict(sc.seconds))
 

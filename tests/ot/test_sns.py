@@ -390,3 +390,72 @@ def test_candidate_window_narrows_to_fit_and_gives_up_below_its_floor():
             assert (dist < w).sum() <= 1.2 * half_room   # (a sample: within 20 %)
     res = numopt.minimize(OptimalTransport(a, a, M, 1 / 20), method="sns", tol=1e-9)
     assert res.success and res.passes["scan"] == 0 and res.passes["absorb"] == 1
+
+
+def _pot_reference(a, b, M, reg):
+    # POT's log-domain Sinkhorn run far past our tolerance (an independent oracle; ~4,000 sweeps here)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        G = ot.sinkhorn(a, b, M, reg, method="sinkhorn_log", numItermax=100000, stopThr=1e-13)
+    assert np.abs(G.sum(1) - a).sum() + np.abs(G.sum(0) - b).sum() <= 1e-10
+    return G
+
+
+@pytest.mark.parametrize("trial", [48, 139])
+def test_sns_converges_where_sinkhorn_does_with_few_points_on_one_side(trial):
+    # trial 48: 669 x 2, reg = 5.0e-4 of the cost range. The density cap (10 % of n m = 134 entries) left
+    # most rows out of the Newton pattern, and Newton crawled like Sinkhorn (which needs 3,440 sweeps):
+    # success=False at maxiter. Trial 139: 3 x 162 (the semi-dual rescue then eliminates the columns).
+    a, b, M, reg = _fuzz_case(trial)
+    assert min(M.shape) <= 3 and reg < 1e-3 * np.ptp(M)
+    res = numopt.minimize(OptimalTransport(a, b, M, reg), method="sns", tol=1e-9)
+    assert res.success and res.marginal_error <= 1e-9
+    P = res.plan
+    assert np.abs(P.sum(1) - a).sum() + np.abs(P.sum(0) - b).sum() <= 1e-9
+    G = _pot_reference(a, b, M, reg)
+    np.testing.assert_allclose(P, G, atol=1e-9)
+    assert res.cost == pytest.approx((G * M).sum(), rel=1e-9)
+    # the pattern is no longer cut to density_max (10 %) below one entry per row of the longer side
+    assert np.all(res.density * M.size >= max(M.shape))
+    # the POT-style front door, default options, reports the rescue in its log
+    G2, log = numopt.ot.sinkhorn(a, b, M, reg, stopThr=1e-9, log=True)
+    np.testing.assert_allclose(G2, P, atol=1e-12)
+    assert log["nit_rescue"] == res.nit_rescue
+
+
+def test_stalled_newton_finishes_with_the_semidual_rescue():
+    # trial 187 (163 x 195, 1-D |x - y| cost: non-unique LP optima, reg = 3.6e-4 of the range): the sparse
+    # Newton stage stalls near 4e-3 and log-Sinkhorn needs 14,720 sweeps; the rescue converges
+    a, b, M, reg = _fuzz_case(187)
+    prob = OptimalTransport(a, b, M, reg)
+    res = numopt.minimize(prob, method="sns", tol=1e-9)
+    assert res.success and res.marginal_error <= 1e-9 and res.nit <= 1000
+    assert res.nit_rescue > 0 and 3 in set(np.asarray(res.history["stage"]).tolist())
+    assert res.nit == res.nit_sinkhorn + res.nit_newton + res.nit_fallback_sweeps + res.nit_rescue
+    ref = numopt.minimize(prob, method="sinkhorn_log", tol=1e-11, maxiter=40000)   # 15,920 sweeps, ~1 s
+    assert ref.success
+    np.testing.assert_allclose(res.plan, ref.plan, atol=1e-9)
+    assert res.cost == pytest.approx(ref.cost, rel=1e-9)
+    # without the rescue a stall takes Sinkhorn sweeps instead: measured 819 iterations (369 with it)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        off = numopt.minimize(prob, method="sns", tol=1e-9, rescue_flops=0)
+    assert off.nit_rescue == 0 and (not off.success or off.nit > 2 * res.nit)
+
+
+def test_stall_without_the_rescue_takes_sinkhorn_sweeps():
+    # trial 214 (258 x 529, reg = 7.6e-3 of the range): Newton stalled near 2e-8 for 987 steps although
+    # Sinkhorn converges in 80 sweeps; with the rescue off, a stall now makes fallback sweeps
+    a, b, M, reg = _fuzz_case(214)
+    res = numopt.minimize(OptimalTransport(a, b, M, reg), method="sns", tol=1e-9, rescue_flops=0)
+    assert res.success and res.marginal_error <= 1e-9 and res.nit_rescue == 0 and res.n_fallback >= 1
+    G = _pot_reference(a, b, M, reg)
+    np.testing.assert_allclose(res.plan, G, atol=1e-9)
+
+
+def test_semidual_rescue_options_are_checked():
+    prob = OptimalTransport(*random_problem(6, 5)[:2], random_problem(6, 5)[2], 0.1)
+    with pytest.raises(ValueError, match="stall_iters"):
+        numopt.minimize(prob, method="sns", stall_iters=0)
+    with pytest.raises(ValueError, match="rescue_flops"):
+        numopt.minimize(prob, method="sns", rescue_flops=-1.0)
