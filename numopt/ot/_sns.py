@@ -769,7 +769,12 @@ def minimize_sns(problem, x0=None, *, callback=None, maxiter=1000, tol=1e-9, n_s
 
         # aim at half of tol: the final pass measures the plan again (rounding of the n x m sums)
         lu, lv, nit_rescue, _, err = _semidual_rescue(problem, lu, lv, 0.5 * tol, maxiter - nit, report_rescue)
-        state = "converged" if err <= tol else "stopped"
+        if err <= tol:
+            state = "converged"
+        elif mon.stopped or nit >= maxiter:
+            state = "stopped"
+        else:                              # no ascent step left above tol: say so, not "maxiter reached"
+            state = "rescue_failed"
 
     # --- 4. The plan, its exact marginals and cost, in one pass --------------------------------------------
     if not sc.safe(lu, lv):
@@ -782,6 +787,10 @@ def minimize_sns(problem, x0=None, *, callback=None, maxiter=1000, tol=1e-9, n_s
     status, message = None, None
     if state == "breakdown" or not np.isfinite(err):
         status, message = STATUS_BREAKDOWN, "Non-finite marginal error (overflow in the potentials)."
+    elif state == "rescue_failed" and err > tol:
+        status, message = STATUS_BREAKDOWN, (
+            f"The Newton stage stalled and the semi-dual rescue found no ascent step at L1 marginal error "
+            f"{err:.3g} > tol = {tol:g} after {nit} iterations (rounding limits the semi-dual's increase).")
     converged = state == "converged" and err <= tol
     mon.nit = nit
     return finish(problem, None, mon, lu, lv, converged=converged, status=status, message=message,

@@ -459,3 +459,17 @@ def test_semidual_rescue_options_are_checked():
         numopt.minimize(prob, method="sns", stall_iters=0)
     with pytest.raises(ValueError, match="rescue_flops"):
         numopt.minimize(prob, method="sns", rescue_flops=-1.0)
+
+
+def test_rescue_without_an_ascent_step_reports_a_breakdown(monkeypatch):
+    # a rescue that ends above tol before maxiter (no acceptable step left) must not read "maxiter reached"
+    import numopt.ot._sns as sns_mod
+    a, b, M, reg = _fuzz_case(187)                # stalls, then goes to the rescue (see above)
+
+    def no_progress(problem, lu, lv, tol, maxiter, report=None, armijo=1e-4):
+        return lu, lv, 0, 60, 1.0
+    monkeypatch.setattr(sns_mod, "_semidual_rescue", no_progress)
+    with pytest.warns(ConvergenceWarning):
+        res = numopt.minimize(OptimalTransport(a, b, M, reg), method="sns", tol=1e-9)
+    assert not res.success and res.status == 3 and res.nit < 1000
+    assert "rescue found no ascent step" in res.message
