@@ -373,8 +373,6 @@ def _semidual_rescue(problem, lu, lv, tol, maxiter, report=None, armijo=1e-4):
 
     Returns ``(lu, lv, nit, trials, err)`` with ``err`` the L1 marginal error at the last point.
     """
-    from scipy.special import logsumexp
-
     a, b, M = problem.a_red, problem.b_red, problem.M_red
     flip = M.shape[0] < M.shape[1]
     if flip:                          # keep the smaller side: eliminate the columns instead
@@ -385,8 +383,11 @@ def _semidual_rescue(problem, lu, lv, tol, maxiter, report=None, armijo=1e-4):
 
     def eliminate(lv):
         L = K + lv
-        lse = logsumexp(L, axis=1)
-        P = np.exp(L + (loga - lse)[:, None])
+        mx = L.max(axis=1)
+        E = np.exp(L - mx[:, None])           # one exponential pass serves the log-sum-exp and the plan
+        s = E.sum(axis=1)
+        lse = mx + np.log(s)
+        P = E * (a / s)[:, None]
         F = float(b @ lv - a @ lse)
         scale = float(b @ np.abs(lv) + a @ np.abs(lse)) + 1.0
         return loga - lse, P, F, scale
