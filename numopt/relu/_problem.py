@@ -51,7 +51,7 @@ from .._validation import (as_float_array, check_bool, check_choice, check_int, 
                            check_random_state)
 from ..problems import Problem
 
-__all__ = ["TwoLayerReLU", "sample_patterns", "LOSSES"]
+__all__ = ["TwoLayerReLU", "sample_patterns", "refine_patterns", "LOSSES"]
 
 LOSSES = ("squared", "logistic")
 ROBUST_LOSSES = ("squared", "logistic")   # losses with a derived worst-case (robust) form
@@ -87,6 +87,74 @@ def sample_patterns(X, n_patterns, rng, *, max_rounds=20):
         raise ValueError("X produced no non-zero activation pattern; is X all zeros?")
     Dmat = np.ascontiguousarray(np.stack(cols, axis=1), dtype=np.float64)
     return Dmat, np.ascontiguousarray(np.stack(dirs, axis=1))
+
+
+def refine_patterns(X, targets, Dmat, ridge=1.0, *, max_rows=4000, rng=None):
+    r"""Activation patterns learned by a convex *gated* ReLU fit: the cells the data asks for.
+
+    The sampled program confines each neuron to the cell of a random hyperplane. This replaces the
+    ``P`` sampled gates by ``P`` learned ones, by two convex steps:
+
+    1. Kernel ridge regression of the targets on the gated-ReLU features :math:`D_i X` (every gate ``i``,
+       no cone constraints): with :math:`K = (X X^T) \circ (D D^T)` (``n x n``),
+       :math:`\lambda = \text{ridge} \cdot \mathrm{tr}(K) / n` (scale-free) and
+       :math:`A = (K + \lambda I)^{-1} T`, the fitted gated neurons are :math:`v_i^{(k)} = X^T (d_i \circ A_k)`.
+    2. Each gate is replaced by the zero set of its fitted neuron, :math:`1[X v_i^{(k^*)} \ge 0]`, with
+       :math:`k^*` the target (column of ``T``) whose neuron is largest; duplicates and empty patterns are
+       dropped and the room left is refilled with the sampled patterns, in order.
+
+    The ReLU program is then solved on these patterns as on sampled ones (the equivalence with the
+    recovered network is unchanged). On more than ``max_rows`` rows step 1 uses a random subset of
+    ``max_rows`` of them (memory and time stay ``O(max_rows^2)``); the patterns are evaluated on all rows.
+
+    Parameters
+    ----------
+    X : ndarray, shape (n, d)
+        Inputs *with* the bias column, if any (as ``TwoLayerReLU.X``).
+    targets : ndarray, shape (n,) or (n, k)
+        Real targets (``+-1`` for classes).
+    Dmat : ndarray, shape (n, P)
+        The sampled 0/1 patterns (the gates of step 1).
+    ridge : float
+        Relative ridge ``> 0``. Measured on breast_cancer and binary digits, 5-fold CV accuracy varied by
+        less than 0.002 for ``ridge`` in [0.3, 3] (docs/relu.md).
+    max_rows : int
+        Row budget of the ``n x n`` kernel system.
+    rng : numpy Generator, optional
+        Draws the row subset (only when ``n > max_rows``).
+
+    Returns
+    -------
+    ndarray, shape (n, P'), float64 0/1, ``P' <= P``.
+    """
+    X = np.asarray(X, dtype=np.float64)
+    D = np.asarray(Dmat, dtype=np.float64)
+    T = np.asarray(targets, dtype=np.float64)
+    T = T[:, None] if T.ndim == 1 else T
+    n, P = D.shape
+    rows = np.arange(n)
+    if n > max_rows:
+        rows = np.sort(check_random_state(rng).choice(n, max_rows, replace=False))
+    Xs, Ds, Ts = X[rows], D[rows], T[rows]
+    K = (Xs @ Xs.T) * (Ds @ Ds.T)
+    lam = ridge * max(float(np.trace(K)), 1e-300) / len(rows)
+    K.flat[::len(rows) + 1] += lam
+    from scipy.linalg import solve
+    A = solve(K, Ts, assume_a="pos", overwrite_a=True, check_finite=False)      # n_s x k
+    V = np.stack([Xs.T @ (Ds * A[:, [j]]) for j in range(A.shape[1])])        # k x d x P
+    best = np.argmax(np.linalg.norm(V, axis=1), axis=0)                         # per gate, its largest neuron
+    W = V[best, :, np.arange(P)].T                                              # d x P
+    cand = np.hstack([(X @ W) >= 0, D.astype(bool)])                            # learned first, then sampled
+    keep, seen = [], set()
+    for j in range(cand.shape[1]):
+        m = cand[:, j]
+        key = np.packbits(m).tobytes()
+        if m.any() and key not in seen:
+            seen.add(key)
+            keep.append(j)
+            if len(keep) == P:
+                break
+    return np.ascontiguousarray(cand[:, keep], dtype=np.float64)
 
 
 class TwoLayerReLU(Problem):

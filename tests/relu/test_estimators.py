@@ -98,7 +98,9 @@ def test_beta_path_reuses_factorization():
 
 @pytest.mark.parametrize("params, exc", [({"beta": -1}, ValueError), ({"n_patterns": 0}, ValueError),
                                          ({"solver": "sgd"}, ValueError), ({"loss": "hinge"}, ValueError),
-                                         ({"solver_options": 3}, TypeError), ({"max_iter": 0}, ValueError)])
+                                         ({"solver_options": 3}, TypeError), ({"max_iter": 0}, ValueError),
+                                         ({"pattern_refinement": 0.0}, ValueError),
+                                         ({"pattern_refinement": 1.0, "solver": "scp"}, ValueError)])
 def test_bad_params(params, exc):
     X, y = make_moons(20, random_state=0)
     with pytest.raises(exc):
@@ -132,3 +134,61 @@ def test_fuzz_classifier_fit_predict(X, seed, loss):
     assert set(pred) <= {0, 1}
     f = clf.decision_function(X)
     assert np.all(np.isfinite(f))
+
+
+def _refine_reference(Xb, T, D, ridge):
+    """Dense textbook form of the refinement: kernel ridge on the gated features, zero sets of the neurons."""
+    n, P = D.shape
+    F = np.hstack([D[:, [i]] * Xb for i in range(P)])               # n x dP gated features
+    K = F @ F.T
+    A = np.linalg.solve(K + ridge * np.trace(K) / n * np.eye(n), T)  # n x k
+    V = (F.T @ A).reshape(P, Xb.shape[1], -1)                        # per gate, per target
+    best = np.argmax(np.linalg.norm(V, axis=1), axis=1)
+    return np.stack([Xb @ V[i, :, best[i]] >= 0 for i in range(P)], axis=1)
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_refine_patterns_matches_dense_reference(k):
+    from numopt.relu._problem import refine_patterns, sample_patterns
+    rng = np.random.default_rng(k)
+    X = np.hstack([rng.standard_normal((60, 4)), np.ones((60, 1))])
+    D = sample_patterns(X, 10, np.random.default_rng(0))[0]
+    T = rng.standard_normal((60, k))
+    ref = _refine_reference(X, T if k > 1 else T[:, 0][:, None], D, 0.7)
+    out = refine_patterns(X, T if k > 1 else T[:, 0], D, 0.7)
+    # learned patterns first (duplicates and empty ones dropped), then the sampled ones fill the room
+    keys = []
+    for col in np.hstack([ref, D.astype(bool)]).T:
+        if col.any() and col.tobytes() not in keys:
+            keys.append(col.tobytes())
+    expect = np.stack([np.frombuffer(kk, dtype=bool) for kk in keys[:D.shape[1]]], axis=1)
+    assert out.shape == expect.shape and np.array_equal(out.astype(bool), expect)
+
+
+def test_refine_patterns_subsamples_rows_beyond_the_budget():
+    from numopt.relu._problem import refine_patterns, sample_patterns
+    rng = np.random.default_rng(5)
+    X = np.hstack([rng.standard_normal((300, 3)), np.ones((300, 1))])
+    D = sample_patterns(X, 8, np.random.default_rng(1))[0]
+    y = np.sign(X[:, 0] * X[:, 1])
+    a = refine_patterns(X, y, D, 1.0, max_rows=100, rng=3)
+    b = refine_patterns(X, y, D, 1.0, max_rows=100, rng=3)
+    assert np.array_equal(a, b) and a.shape[0] == 300 and 1 <= a.shape[1] <= 8
+    assert set(np.unique(a)) <= {0.0, 1.0} and np.all(a.any(axis=0))
+
+
+def test_pattern_refinement_estimator_keeps_the_equivalence_and_fits_better():
+    """Learned gates: the recovered network still equals the convex model on the training data, and on an
+    XOR-like problem whose cells random gates rarely fit, the training loss goes down."""
+    rng = np.random.default_rng(0)
+    X = rng.uniform(-1, 1, (200, 2))
+    y = (X[:, 0] * X[:, 1] > 0).astype(int)
+    base = ConvexReLUClassifier(beta=0.1, n_patterns=6, random_state=0, tol=1e-6, max_iter=5000).fit(X, y)
+    ref = ConvexReLUClassifier(beta=0.1, n_patterns=6, random_state=0, tol=1e-6, max_iter=5000,
+                               pattern_refinement=1.0).fit(X, y)
+    res = ref.solver_results_[0]
+    assert res.success and abs(res.network_fun - res.fun) <= 1e-3 * res.fun
+    pr = ref._problem
+    conv = pr.predict_convex(*pr.unpack(res.x))
+    assert np.max(np.abs(ref.decision_function(X) - conv)) <= 1e-3 * np.abs(conv).max()
+    assert ref.objective_[0] < base.objective_[0]
