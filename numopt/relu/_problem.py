@@ -57,6 +57,25 @@ LOSSES = ("squared", "logistic")
 ROBUST_LOSSES = ("squared", "logistic")   # losses with a derived worst-case (robust) form
 
 
+def _distinct_columns(M, limit=None, seen=None):
+    """Indices of the distinct non-zero columns of the boolean ``M``, in order, at most ``limit`` of them.
+
+    ``seen`` (a set of column keys, updated) carries the columns taken before, across calls.
+    """
+    seen = set() if seen is None else seen
+    keep = []
+    for j in range(M.shape[1]):
+        if limit is not None and len(keep) >= limit:
+            break
+        m = M[:, j]
+        if m.any():
+            key = np.packbits(m).tobytes()
+            if key not in seen:
+                seen.add(key)
+                keep.append(j)
+    return keep
+
+
 def sample_patterns(X, n_patterns, rng, *, max_rounds=20):
     """Sample ``n_patterns`` distinct non-zero activation patterns ``1[X h >= 0]``.
 
@@ -73,15 +92,8 @@ def sample_patterns(X, n_patterns, rng, *, max_rounds=20):
             break
         H = rng.standard_normal((d, need))
         masks = (X @ H) >= 0
-        for j in range(need):
-            m = masks[:, j]
-            if not m.any():
-                continue
-            key = np.packbits(m).tobytes()
-            if key in seen:
-                continue
-            seen.add(key)
-            cols.append(m)
+        for j in _distinct_columns(masks, seen=seen):
+            cols.append(masks[:, j])
             dirs.append(H[:, j])
     if not cols:
         raise ValueError("X produced no non-zero activation pattern; is X all zeros?")
@@ -145,16 +157,7 @@ def refine_patterns(X, targets, Dmat, ridge=1.0, *, max_rows=4000, rng=None):
     best = np.argmax(np.linalg.norm(V, axis=1), axis=0)                         # per gate, its largest neuron
     W = V[best, :, np.arange(P)].T                                              # d x P
     cand = np.hstack([(X @ W) >= 0, D.astype(bool)])                            # learned first, then sampled
-    keep, seen = [], set()
-    for j in range(cand.shape[1]):
-        m = cand[:, j]
-        key = np.packbits(m).tobytes()
-        if m.any() and key not in seen:
-            seen.add(key)
-            keep.append(j)
-            if len(keep) == P:
-                break
-    return np.ascontiguousarray(cand[:, keep], dtype=np.float64)
+    return np.ascontiguousarray(cand[:, _distinct_columns(cand, limit=P)], dtype=np.float64)
 
 
 class TwoLayerReLU(Problem):
@@ -226,12 +229,7 @@ class TwoLayerReLU(Problem):
             if D.dtype.kind not in "biuf" or not np.all((D == 0) | (D == 1)):
                 raise ValueError("patterns must hold only 0 and 1")
             D = D.astype(bool)
-            keep, seen = [], set()
-            for j in range(D.shape[1]):
-                key = np.packbits(D[:, j]).tobytes()
-                if D[:, j].any() and key not in seen:
-                    seen.add(key)
-                    keep.append(j)
+            keep = _distinct_columns(D)
             if not keep:
                 raise ValueError("patterns has no non-zero column")
             self.Dmat = np.ascontiguousarray(D[:, keep], dtype=np.float64)
