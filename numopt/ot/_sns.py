@@ -394,7 +394,7 @@ def _semidual_rescue(problem, lu, lv, tol, maxiter, report=None, armijo=1e-4):
 
     lu, P, F, scale = eliminate(lv)
     c = P.sum(0)
-    err = float(np.abs(c - b).sum() + np.abs(P.sum(1) - a).sum())
+    err = kern._l1_error(a, P.sum(1), b, c)
     nit = trials = 0
     mu = 0.0
     while err > tol and nit < maxiter:
@@ -427,7 +427,7 @@ def _semidual_rescue(problem, lu, lv, tol, maxiter, report=None, armijo=1e-4):
             break
         lv, lu, P, F, scale, c = lv + d, lu_t, P_t, F_t, scale_t, c_t
         mu = 0.0 if mu <= mu_min else 0.1 * mu
-        err = float(np.abs(c - b).sum() + np.abs(P.sum(1) - a).sum())
+        err = kern._l1_error(a, P.sum(1), b, c)
         nit += 1
         if report is not None and report(err, *((lv, lu) if flip else (lu, lv))):
             break
