@@ -108,7 +108,6 @@ def table_cvxpy(cases, rtols, out, repeat=3):
 def table_accuracy(P, datasets, out, n_splits=5, seeds=(0, 1, 2)):
     """5-fold CV accuracy and fit time, every contender repeated over ``seeds`` (MLP's initialisation,
     our pattern sampling); the folds are the same for all (StratifiedKFold, shuffled, seed 0)."""
-    from sklearn.model_selection import StratifiedKFold
     from sklearn.neural_network import MLPClassifier
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
@@ -129,6 +128,14 @@ def table_accuracy(P, datasets, out, n_splits=5, seeds=(0, 1, 2)):
     ]
     out.append(f"## 2. {n_splits}-fold CV accuracy and fit time vs MLPClassifier (hidden width {2 * P}, "
                f"seeds {list(seeds)})\n")
+    _cv_rows(datasets, contenders, out, n_splits, seeds)
+
+
+def _cv_rows(datasets, contenders, out, n_splits, seeds):
+    """One table row per (data set, contender): CV accuracy over ``seeds`` and the mean fit time per fold,
+    the first contender being the reference of the time ratio."""
+    from sklearn.model_selection import StratifiedKFold
+
     out.append("| data | model | test accuracy: mean over seeds (sd) | per-seed range | fit time / fold (s) | "
                "ratio MLP time / ours |")
     out.append("|---|---|---|---|---|---|")
@@ -154,6 +161,40 @@ def table_accuracy(P, datasets, out, n_splits=5, seeds=(0, 1, 2)):
             out.append(f"| {name} (n={X.shape[0]}) | {label} | {a.mean():.4f} ({a.std():.4f}) | "
                        f"{a.min():.4f}-{a.max():.4f} | {t:.3f} | {t_mlp / t:.2f} |")
     out.append("")
+
+
+def _breadth_sets():
+    """Classification sets *other* than the benchmark's two (shipped or generated: no downloads)."""
+    from sklearn import datasets as ds
+    return {"wine (3 classes)": ds.load_wine(return_X_y=True), "iris (3 classes)": ds.load_iris(return_X_y=True),
+            "make_classification 1500x20": ds.make_classification(1500, 20, n_informative=10, random_state=1),
+            "make_classification 3000x40": ds.make_classification(3000, 40, n_informative=20, flip_y=0.05,
+                                                                  class_sep=0.8, random_state=2),
+            "moons 1000": ds.make_moons(1000, noise=0.25, random_state=1),
+            "circles 1000": ds.make_circles(1000, noise=0.1, factor=0.5, random_state=1),
+            "gaussian_quantiles 1000x6": ds.make_gaussian_quantiles(n_samples=1000, n_features=6, n_classes=2,
+                                                                    random_state=1),
+            "hastie_10_2 2000": ds.make_hastie_10_2(2000, random_state=1)}
+
+
+def table_breadth(P, out, n_splits=5, seeds=(0, 1)):
+    """Table 2's protocol on eight more data sets: where the convex model stands beyond the benchmark's two."""
+    from sklearn.neural_network import MLPClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from numopt.relu import ConvexReLUClassifier
+
+    contenders = [
+        (f"MLPClassifier(({2 * P},))", lambda s: make_pipeline(StandardScaler(), MLPClassifier((2 * P,), random_state=s))),
+        ("ConvexReLU (default)", lambda s: ConvexReLUClassifier(n_patterns=P, random_state=s)),
+        ("ConvexReLU learned patterns", lambda s: ConvexReLUClassifier(n_patterns=P, pattern_refinement=1.0, random_state=s)),
+        ("ConvexReLU beta=0.1", lambda s: ConvexReLUClassifier(n_patterns=P, beta=0.1, random_state=s)),
+        (f"ConvexReLU n_patterns={4 * P}", lambda s: ConvexReLUClassifier(n_patterns=4 * P, random_state=s)),
+    ]
+    out.append(f"## 5. Breadth: {n_splits}-fold CV accuracy on eight more sets (hidden width {2 * P} unless "
+               f"stated, seeds {list(seeds)})\n")
+    _cv_rows(_breadth_sets(), contenders, out, n_splits, seeds)
 
 
 def table_scaling(Ps, ns, out, iters=100):
@@ -183,7 +224,9 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m numopt.bench relu", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes (seconds)")
     parser.add_argument("--more-data", action="store_true", help="table 1 also on binary digits and a synthetic set")
-    parser.add_argument("--only", choices=["cvxpy", "accuracy", "scaling", "robust"], help="run one table")
+    parser.add_argument("--only", choices=["cvxpy", "accuracy", "scaling", "robust", "breadth"], help="run one table")
+    parser.add_argument("--breadth", action="store_true",
+                        help="also table 5: eight more classification sets (minutes; run alone with --only breadth)")
     parser.add_argument("--repeat", type=int, default=3, help="best of this many runs in table 1")
     args = parser.parse_args(argv)
     try:
@@ -205,6 +248,10 @@ def main(argv=None):
         numopt.minimize(TwoLayerReLU(X[:50], y[:50], 1.0, n_patterns=4, random_state=0), method="admm", maxiter=5)
     out.append(f"Cold start (first call: imports + cached Numba kernels + a 5-iteration solve): "
                f"{time.perf_counter() - t0:.2f} s\n")
+    from numopt.relu._kernels import warmup
+    t0 = time.perf_counter()
+    warmup()        # every kernel in both precisions, so no timed fit below loads or compiles one
+    out.append(f"Warm-up of the remaining kernels (float32 iteration included): {time.perf_counter() - t0:.2f} s\n")
     X, y = _bc()
     want = (lambda t: args.only in (None, t))
     if args.quick:
@@ -223,6 +270,8 @@ def main(argv=None):
             table_accuracy(32, {"breast_cancer": _bc_raw(), "digits>=5": _digits()}, out)
         if want("scaling"):
             table_scaling([8, 16, 32, 64], [250, 500, 1000, 1437], out)
+    if args.breadth or args.only == "breadth":
+        table_breadth(32, out)
     if want("robust"):  # the first 150 rows (all 569: table_robust(..., n=None), Clarabel alone takes minutes)
         table_robust(8, 0.02, [1e-4, 1e-5] if args.quick else [1e-4, 1e-5, 1e-6], out, n=150, maxiter=5000)
     if limiter is not None:

@@ -26,6 +26,9 @@ from ._problem import TwoLayerReLU, refine_patterns
 __all__ = ["ConvexReLUClassifier", "ConvexReLURegressor", "beta_path"]
 
 _METHODS = ("admm", "scp")
+# the nominal ADMM iterates in float32 at tol >= this (minimize_admm's ``dtype``): same iterations and
+# objective as float64 at 1e-3 on breast_cancer and binary digits, half the time per iteration
+_F32_TOL = 1e-3
 
 
 def beta_path(problem, betas, *, method="admm", **options):
@@ -89,6 +92,8 @@ class _ConvexReLUBase(BaseEstimator):
         opts.setdefault("maxiter", self.max_iter)
         if self.solver == "admm":
             opts.setdefault("rtol", self.tol)
+            if not np.any(self._eps() > 0):     # single-precision iterations at prediction-grade tolerances
+                opts.setdefault("dtype", np.float32 if opts["rtol"] >= _F32_TOL else np.float64)
         else:
             opts.setdefault("tol", self.tol)
         reuse = (self.warm_start and getattr(self, "_problem", None) is not None
@@ -103,7 +108,7 @@ class _ConvexReLUBase(BaseEstimator):
             if self.pattern_refinement is not None:      # learned gates in place of the sampled ones
                 T = np.column_stack(targets)
                 T = 2.0 * T - 1.0 if loss == "logistic" else T
-                D = refine_patterns(base.X, T, base.Dmat, self.pattern_refinement, rng=self.random_state)
+                D = refine_patterns(base.X, T, base.Dmat, self.pattern_refinement)
                 base = TwoLayerReLU(Z, targets[0], self.beta, loss=loss, bias=self.bias, adversarial_eps=self._eps(),
                                     patterns=D)
             self._states = [None] * len(targets)
@@ -199,7 +204,10 @@ class ConvexReLURegressor(RegressorMixin, _ConvexReLUBase):
         SCP: the proximal-gradient step). The default serves prediction: test accuracy stops changing long
         before the objective does (5-fold CV, width 64: 1e-3 against 1e-4 gives the same accuracy on
         breast_cancer and binary digits, at 3-4x less fit time). Pass ``1e-4`` or less when the convex
-        objective itself matters (``objective_``).
+        objective itself matters (``objective_``). At ``tol >= 1e-3`` the (nominal) ADMM iterates in
+        float32 (``dtype`` of :func:`numopt.relu._admm.minimize_admm`; the factorisation, residuals and the
+        stored network stay float64): the same iterations and objective as float64 at 1e-3 on both data
+        sets, about half the fit time. ``solver_options={"dtype": np.float64}`` overrides it.
     bias : bool
         Hidden-layer bias (penalised with the weights).
     warm_start : bool
@@ -212,7 +220,8 @@ class ConvexReLURegressor(RegressorMixin, _ConvexReLUBase):
     pattern_refinement : float or None, default None
         ``None``: the sampled patterns (the paper's program). A relative ridge ``> 0`` (``1.0`` in every
         measurement below): replace the sampled gates by learned ones from a convex gated-ReLU ridge fit
-        (:func:`numopt.relu._problem.refine_patterns`), one extra ``n x n`` solve (``solver="admm"`` only).
+        (:func:`numopt.relu._problem.refine_patterns`), one extra kernel ridge solve by conjugate gradients
+        (``O(n d P)`` per step; ``solver="admm"`` only).
         Measured (5-fold CV, width 64, three seeds): classification gains (binary digits 0.9751 -> 0.9826,
         breast_cancer 0.9625 -> 0.9760, squared loss), regression lost (diabetes R^2 0.489 -> 0.435,
         friedman1 0.774 -> 0.738, ``ConvexReLURegressor``), so it is not the default.

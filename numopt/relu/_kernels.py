@@ -42,7 +42,7 @@ def masked_rowsum_single(XA, Dmat, out=None):
     """``out_k = sum_i Dmat[k, i] XA[k, i]`` (``M a`` given ``X A`` for ``A`` of shape ``d x P``; C-contiguous)."""
     n, P = Dmat.shape
     if out is None:
-        out = np.empty(n)
+        out = np.empty(n, XA.dtype)
     xa = XA.reshape(-1)
     dd = Dmat.reshape(-1)
     for k in range(n):
@@ -790,6 +790,18 @@ def warmup():
     robust_cone_project(XA, np.ones((4, 2)), w, np.empty((4, 4)), np.empty((4, 2)))
     for logistic in (False, True):
         robust_loss_prox(np.zeros(4), np.ones((4, 2)), w, np.ones(4), logistic, 1.0, np.empty(4), np.empty((4, 2)))
+    # the float32 iteration of the nominal ADMM (the estimators' default) has its own specialisations:
+    # a tiny solve per loss compiles exactly the signatures it uses
+    import warnings
+
+    from ._admm import minimize_admm
+    from ._problem import TwoLayerReLU
+    Xs = rng.standard_normal((12, 2))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for loss, ys in (("squared", np.sign(Xs[:, 0])), ("logistic", (Xs[:, 0] > 0).astype(np.float64))):
+            pr = TwoLayerReLU(Xs, ys, 0.1, n_patterns=3, loss=loss, random_state=0)
+            minimize_admm(pr, dtype=np.float32, rtol=1e-3, maxiter=25)
 
 
 @njit(cache=True, nogil=True)

@@ -112,9 +112,14 @@ def _base(problem, path, c2):
 
 
 class USolver:
-    """Exact solver of the u-step system for one ``rho`` (see the module docstring)."""
+    """Exact solver of the u-step system for one ``rho`` (see the module docstring).
 
-    def __init__(self, problem, rho, path="auto", cone_scale=1.0):
+    ``dtype=np.float32`` keeps single-precision copies of the (double-precision) factors, ``X`` and the
+    patterns, so every per-iteration product runs in float32 (half the memory traffic; measured 2.5x faster
+    products at ``n = 1437, d = 65, P = 32``). The factorisation itself is always done in float64.
+    """
+
+    def __init__(self, problem, rho, path="auto", cone_scale=1.0, dtype=np.float64):
         n, d = problem.X.shape
         P = problem.Dmat.shape[1]
         self.path = choose_path(n, d, P) if path == "auto" else path
@@ -131,13 +136,19 @@ class USolver:
                 S.flat[::n + 1] += 0.5 * self.rho               # cond S <= 1 + 2P / rho
                 problem._cache[key] = spd_inverse(S)
         self.fac = problem._cache[key]                          # K^{-1} or S^{-1}, explicit
+        self.dtype = dt = np.dtype(dtype)
+        if dt != np.float64:                                    # single-precision copies, cached with the factor
+            ckey = key + (dt.name,)
+            if ckey not in problem._cache:
+                problem._cache[ckey] = tuple(a.astype(dt) for a in (self.fac, self.Cinv, self.XtX, self.X, self.D))
+            self.fac, self.Cinv, self.XtX, self.X, self.D = problem._cache[ckey]
         d, P, n = self.X.shape[1], self.D.shape[1], self.X.shape[0]
         self.XT = self.X.T
         # scratch of solve() (reused every iteration: no temporaries in the hot loop)
-        self._CB, self._Ya, self._W = np.empty((d, 2 * P)), np.empty((d, P)), np.empty((d, P))
-        self._XY, self._Dq = np.empty((n, P)), np.empty((n, P))
-        self._t, self._q = np.empty(n), np.empty(n)
-        self._ra, self._a = np.empty((P, d)), np.empty(P * d)
+        self._CB, self._Ya, self._W = np.empty((d, 2 * P), dt), np.empty((d, P), dt), np.empty((d, P), dt)
+        self._XY, self._Dq = np.empty((n, P), dt), np.empty((n, P), dt)
+        self._t, self._q = np.empty(n, dt), np.empty(n, dt)
+        self._ra, self._a = np.empty((P, d), dt), np.empty(P * d, dt)
 
     def solve_a(self, R):
         """``K^{-1} r`` for ``r`` given as a ``d x P`` matrix."""
@@ -160,7 +171,7 @@ class USolver:
         """
         d, m = B.shape
         P = m // 2
-        out = np.empty((d, m)) if out is None else out
+        out = np.empty((d, m), self.dtype) if out is None else out
         if self.path == "cholesky":
             ra = self._ra
             np.subtract(B[:, :P].T, B[:, P:].T, out=ra)          # b_U - b_Z, pattern-major (K's layout)

@@ -101,23 +101,29 @@ def sample_patterns(X, n_patterns, rng, *, max_rounds=20):
     return Dmat, np.ascontiguousarray(np.stack(dirs, axis=1))
 
 
-def refine_patterns(X, targets, Dmat, ridge=1.0, *, max_rows=4000, rng=None):
+def refine_patterns(X, targets, Dmat, ridge=1.0, *, tol=1e-6, maxiter=1000):
     r"""Activation patterns learned by a convex *gated* ReLU fit: the cells the data asks for.
 
     The sampled program confines each neuron to the cell of a random hyperplane. This replaces the
     ``P`` sampled gates by ``P`` learned ones, by two convex steps:
 
     1. Kernel ridge regression of the targets on the gated-ReLU features :math:`D_i X` (every gate ``i``,
-       no cone constraints): with :math:`K = (X X^T) \circ (D D^T)` (``n x n``),
+       no cone constraints): with :math:`K = (X X^T) \circ (D D^T) = M M^T`, :math:`M = [D_1 X \dots D_P X]`,
        :math:`\lambda = \text{ridge} \cdot \mathrm{tr}(K) / n` (scale-free) and
        :math:`A = (K + \lambda I)^{-1} T`, the fitted gated neurons are :math:`v_i^{(k)} = X^T (d_i \circ A_k)`.
     2. Each gate is replaced by the zero set of its fitted neuron, :math:`1[X v_i^{(k^*)} \ge 0]`, with
        :math:`k^*` the target (column of ``T``) whose neuron is largest; duplicates and empty patterns are
        dropped and the room left is refilled with the sampled patterns, in order.
 
+    Step 1 is solved matrix-free by Jacobi-preconditioned conjugate gradients (SciPy's ``cg``): a product
+    with ``K`` is ``M (M^T a)``, two pattern-masked passes over ``X`` (``O(n d P)``), so time and memory stay
+    linear in ``n`` (no ``n x n`` matrix). The ridge bounds the conditioning, ``cond <= 1 + n / ridge``
+    (``lambda_max(K) <= tr K``); measured 130-140 on breast_cancer and digits, 32-52 iterations to
+    ``tol = 1e-6``, where the patterns equal those of the exact solve. A CG that stops at ``maxiter``
+    still gives valid (if less tuned) patterns: any patterns define a valid convex program.
+
     The ReLU program is then solved on these patterns as on sampled ones (the equivalence with the
-    recovered network is unchanged). On more than ``max_rows`` rows step 1 uses a random subset of
-    ``max_rows`` of them (memory and time stay ``O(max_rows^2)``); the patterns are evaluated on all rows.
+    recovered network is unchanged).
 
     Parameters
     ----------
@@ -130,30 +136,35 @@ def refine_patterns(X, targets, Dmat, ridge=1.0, *, max_rows=4000, rng=None):
     ridge : float
         Relative ridge ``> 0``. Measured on breast_cancer and binary digits, 5-fold CV accuracy varied by
         less than 0.002 for ``ridge`` in [0.3, 3] (docs/relu.md).
-    max_rows : int
-        Row budget of the ``n x n`` kernel system.
-    rng : numpy Generator, optional
-        Draws the row subset (only when ``n > max_rows``).
+    tol, maxiter : float, int
+        Relative residual tolerance and iteration limit of the conjugate gradients (per target).
 
     Returns
     -------
     ndarray, shape (n, P'), float64 0/1, ``P' <= P``.
     """
-    X = np.asarray(X, dtype=np.float64)
-    D = np.asarray(Dmat, dtype=np.float64)
+    from scipy.sparse.linalg import LinearOperator, cg
+
+    from ._kernels import masked_rowsum_single, masked_scale
+
+    X = np.ascontiguousarray(X, dtype=np.float64)
+    D = np.ascontiguousarray(Dmat, dtype=np.float64)
     T = np.asarray(targets, dtype=np.float64)
     T = T[:, None] if T.ndim == 1 else T
     n, P = D.shape
-    rows = np.arange(n)
-    if n > max_rows:
-        rows = np.sort(check_random_state(rng).choice(n, max_rows, replace=False))
-    Xs, Ds, Ts = X[rows], D[rows], T[rows]
-    K = (Xs @ Xs.T) * (Ds @ Ds.T)
-    lam = ridge * max(float(np.trace(K)), 1e-300) / len(rows)
-    K.flat[::len(rows) + 1] += lam
-    from scipy.linalg import solve
-    A = solve(K, Ts, assume_a="pos", overwrite_a=True, check_finite=False)      # n_s x k
-    V = np.stack([Xs.T @ (Ds * A[:, [j]]) for j in range(A.shape[1])])        # k x d x P
+    diagK = np.einsum("ij,ij->i", X, X) * D.sum(axis=1)          # K_kk = ||x_k||^2 |{i: d_ik = 1}|
+    lam = ridge * max(float(diagK.sum()), 1e-300) / n
+    DA, XW = np.empty((n, P)), np.empty((n, P))
+
+    def neurons(a):                                               # V = X^T (D o a): d x P, column i = v_i
+        return X.T @ masked_scale(D, a, DA)
+
+    def kernel_ridge(a):                                          # (K + lam I) a = M M^T a + lam a
+        return masked_rowsum_single(np.matmul(X, neurons(a), out=XW), D) + lam * a
+
+    Kop = LinearOperator((n, n), matvec=kernel_ridge, dtype=np.float64)
+    jacobi = LinearOperator((n, n), matvec=lambda r: r / (diagK + lam), dtype=np.float64)
+    V = np.stack([neurons(cg(Kop, T[:, j], rtol=tol, maxiter=maxiter, M=jacobi)[0]) for j in range(T.shape[1])])
     best = np.argmax(np.linalg.norm(V, axis=1), axis=0)                         # per gate, its largest neuron
     W = V[best, :, np.arange(P)].T                                              # d x P
     cand = np.hstack([(X @ W) >= 0, D.astype(bool)])                            # learned first, then sampled

@@ -266,3 +266,35 @@ def test_anderson_memory_wraps_and_matches_plain_optimum(small_sq):
     res = numopt.minimize(pr, method="admm", anderson=3)   # ring memory of 3 wraps many times
     assert res.success and abs(res.fun - f_ref) / f_ref <= 1e-4
     assert res.n_map_evals >= res.nit
+
+
+@pytest.mark.parametrize("loss_fixture", ["small_sq", "small_logistic"])
+def test_float32_iterations_reach_the_cvxpy_optimum(loss_fixture, request):
+    """float32 state and products: float64 certificates and result, within 1e-3 of CVXPY at rtol = 1e-4."""
+    pr, (f_ref, _, _) = request.getfixturevalue(loss_fixture)
+    res = numopt.minimize(pr, method="admm", dtype=np.float32, rtol=1e-4)
+    assert res.success, res.message
+    assert res.dtype == "float32" and res.v.dtype == np.float64 and res.state["V"].dtype == np.float64
+    assert abs(res.fun - f_ref) / f_ref <= 1e-3
+    r64 = numopt.minimize(pr, method="admm", rtol=1e-4)
+    assert r64.dtype == "float64"
+    assert abs(res.fun - r64.fun) / r64.fun <= 1e-3
+    # its state warm-starts a float64 run, which then needs only a few iterations
+    warm = numopt.minimize(pr, method="admm", rtol=1e-4, initial_state=res.state)
+    assert warm.success and abs(warm.fun - f_ref) / f_ref <= 1e-3 and warm.nit < r64.nit
+
+
+@pytest.mark.parametrize("opts, match", [({"dtype": np.int64}, "dtype"), ({"dtype": "float16"}, "dtype"),
+                                         ({"dtype": "bogus"}, "dtype"), ({"dtype": None}, "dtype"),
+                                         ({"dtype": np.float32, "rtol": 1e-5}, "rtol")])
+def test_bad_dtype(small_sq, opts, match):
+    pr, _ = small_sq
+    with pytest.raises(ValueError, match=match):
+        numopt.minimize(pr, method="admm", **opts)
+
+
+def test_float32_is_refused_for_the_robust_program():
+    X, y = make_data(30, 2, seed=2, kind="sign")
+    pr = TwoLayerReLU(X, y, 0.5, n_patterns=6, random_state=0, adversarial_eps=0.05)
+    with pytest.raises(ValueError, match="nominal"):
+        numopt.minimize(pr, method="admm", dtype=np.float32)

@@ -165,16 +165,22 @@ def test_refine_patterns_matches_dense_reference(k):
     assert out.shape == expect.shape and np.array_equal(out.astype(bool), expect)
 
 
-def test_refine_patterns_subsamples_rows_beyond_the_budget():
+def test_refine_patterns_cg_solves_the_kernel_ridge_system():
+    """The matrix-free CG fit equals the dense kernel ridge solve: same patterns on a larger problem, and a
+    CG cut short at maxiter still returns valid, distinct 0/1 patterns."""
     from numopt.relu._problem import refine_patterns, sample_patterns
     rng = np.random.default_rng(5)
-    X = np.hstack([rng.standard_normal((300, 3)), np.ones((300, 1))])
-    D = sample_patterns(X, 8, np.random.default_rng(1))[0]
-    y = np.sign(X[:, 0] * X[:, 1])
-    a = refine_patterns(X, y, D, 1.0, max_rows=100, rng=3)
-    b = refine_patterns(X, y, D, 1.0, max_rows=100, rng=3)
-    assert np.array_equal(a, b) and a.shape[0] == 300 and 1 <= a.shape[1] <= 8
-    assert set(np.unique(a)) <= {0.0, 1.0} and np.all(a.any(axis=0))
+    X = np.hstack([rng.standard_normal((400, 6)), np.ones((400, 1))])
+    D = sample_patterns(X, 16, np.random.default_rng(1))[0]
+    y = np.sign(X[:, 0] * X[:, 1] + 0.3 * X[:, 2])
+    ref = _refine_reference(X, y[:, None], D, 1.0)
+    out = refine_patterns(X, y, D, 1.0)
+    learned = [c for c in ref.T if c.any()]
+    keys = {c.tobytes() for c in out.astype(bool).T}
+    assert sum(c.tobytes() in keys for c in learned) >= len(learned) - 1     # at most a tie broken differently
+    short = refine_patterns(X, y, D, 1.0, maxiter=2)
+    assert short.shape[0] == 400 and 1 <= short.shape[1] <= 16 and set(np.unique(short)) <= {0.0, 1.0}
+    assert np.all(short.any(axis=0)) and len({c.tobytes() for c in short.T}) == short.shape[1]
 
 
 def test_pattern_refinement_estimator_keeps_the_equivalence_and_fits_better():
@@ -192,3 +198,18 @@ def test_pattern_refinement_estimator_keeps_the_equivalence_and_fits_better():
     conv = pr.predict_convex(*pr.unpack(res.x))
     assert np.max(np.abs(ref.decision_function(X) - conv)) <= 1e-3 * np.abs(conv).max()
     assert ref.objective_[0] < base.objective_[0]
+
+
+def test_estimator_iterates_in_float32_at_prediction_tolerances():
+    """tol >= 1e-3: float32 ADMM (same predictions as float64 up to a few boundary points); tighter: float64."""
+    X, y = make_moons(200, noise=0.2, random_state=3)
+    f32 = ConvexReLUClassifier(n_patterns=12, random_state=0).fit(X, y)
+    f64 = ConvexReLUClassifier(n_patterns=12, random_state=0, solver_options={"dtype": np.float64}).fit(X, y)
+    assert f32.solver_results_[0].dtype == "float32" and f64.solver_results_[0].dtype == "float64"
+    assert f32.first_layer_weights_.dtype == np.float64
+    assert np.mean(f32.predict(X) == f64.predict(X)) >= 0.98
+    assert abs(f32.objective_[0] - f64.objective_[0]) <= 1e-2 * f64.objective_[0]
+    tight = ConvexReLUClassifier(n_patterns=12, random_state=0, tol=1e-4).fit(X, y)
+    assert tight.solver_results_[0].dtype == "float64"
+    robust = ConvexReLUClassifier(n_patterns=6, random_state=0, adversarial_eps=0.05).fit(X[:60], y[:60])
+    assert robust.solver_results_[0].get("dtype", "float64") == "float64"

@@ -276,3 +276,34 @@ def test_anderson_kernels_match_numpy():
     assert np.isclose(K.diff_norm2(T, z, 6), np.sum((T[:6] - z[:6]) ** 2), rtol=1e-13)
     D3, coef = rng.standard_normal((3, 9)), rng.standard_normal(3)
     assert np.allclose(K.aa_combine(T, D3, coef, np.empty(9)), T - coef @ D3, rtol=1e-13)
+
+
+def test_u_solver_float32_agrees_with_float64():
+    """Single-precision copies of the factors: the solve matches float64 to float32 rounding, both paths."""
+    X, y = make_data(40, 3, seed=6)
+    pr = TwoLayerReLU(X, y, 0.5, n_patterns=10, random_state=0)
+    B = np.random.default_rng(2).standard_normal((pr.dim, 2 * pr.n_patterns_))
+    for path in ("cholesky", "woodbury"):
+        ref = USolver(pr, 0.8, path).solve(B)
+        s = USolver(pr, 0.8, path, 1.0, np.float32)
+        u = s.solve(B.astype(np.float32))
+        assert u.dtype == np.float32 and s.fac.dtype == np.float32
+        assert np.max(np.abs(u - ref)) <= 1e-5 * np.max(np.abs(ref)), path
+
+
+@pytest.mark.parametrize("dt", [np.float32, np.float64])
+def test_admm_kernels_take_float32_like_float64(tiny, dt):
+    """The fused kernels on float32 inputs agree with their float64 results (accumulation in float64)."""
+    X, D, UZ, rng = tiny
+    XA = np.ascontiguousarray(X @ UZ)
+    Qs = rng.standard_normal(XA.shape)
+    ref_out, ref_y = np.empty_like(XA), np.empty(XA.shape[0])
+    ref = K.dr_slack_step(XA, D, Qs, 0.7, 1.6, ref_out, ref_y)
+    out, yhat = np.empty(XA.shape, dt), np.empty(XA.shape[0])
+    got = K.dr_slack_step(XA.astype(dt), D.astype(dt), Qs.astype(dt), 0.7, 1.6, out, yhat)
+    tol = 1e-6 if dt == np.float32 else 1e-14
+    assert np.allclose(got, ref, rtol=tol) and np.allclose(out, ref_out, rtol=tol, atol=tol)
+    assert np.allclose(yhat, ref_y, rtol=tol, atol=tol)
+    A = np.ascontiguousarray(UZ[:, :4])
+    r = K.masked_rowsum_single(np.ascontiguousarray((X @ A).astype(dt)), D.astype(dt))
+    assert r.dtype == dt and np.allclose(r, K.masked_rowsum_single(np.ascontiguousarray(X @ A), D), rtol=tol, atol=tol)
