@@ -207,8 +207,9 @@ def minimize_admm(problem, x0=None, *, callback=None, rho=None, cone_scale=1.0, 
     initial_state : dict, optional
         ``res.state`` of an earlier run on the same problem (patterns): full warm start, duals included.
     dtype : {numpy.float64, numpy.float32}
-        Precision of the iteration: the state, ``X``, the patterns and the cached factors (the
-        factorisation itself, the residual norms, the objective and the result are always float64).
+        Precision of the iteration: the state, ``X``, the patterns and the cached factors (the residual
+        norms, the objective and the result are always float64; the factors are computed in float64 and
+        rounded, except a well-conditioned Woodbury ``S``, inverted in float32: :class:`~numopt.relu._linsolve.USolver`).
         float32 halves the memory traffic of every product and pass (measured: the products of one
         iteration 2.5x faster at ``n = 1437, d = 65, P = 32``). Its rounding, about ``1e-7`` relative
         times the conditioning of the u-system (``cond S <= 1 + 2P / rho``), bounds how far the iterates

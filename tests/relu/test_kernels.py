@@ -307,3 +307,24 @@ def test_admm_kernels_take_float32_like_float64(tiny, dt):
     A = np.ascontiguousarray(UZ[:, :4])
     r = K.masked_rowsum_single(np.ascontiguousarray((X @ A).astype(dt)), D.astype(dt))
     assert r.dtype == dt and np.allclose(r, K.masked_rowsum_single(np.ascontiguousarray(X @ A), D), rtol=tol, atol=tol)
+
+
+def test_spd_inverse_float32_and_the_single_precision_woodbury_factor():
+    """float32 input is inverted by spotrf/spotri; the Woodbury S is factored in float32 only when its
+    condition bound 1 + 2P / (rho c^2) is small, and the u-solve then still matches float64 to ~1e-5."""
+    from numopt.relu._linsolve import F32_FACTOR_COND, spd_inverse
+    rng = np.random.default_rng(4)
+    B = rng.standard_normal((60, 60))
+    A = B @ B.T + 60 * np.eye(60)
+    inv32 = spd_inverse(A.astype(np.float32))
+    assert inv32.dtype == np.float32 and np.allclose(inv32, inv32.T)
+    assert np.max(np.abs(inv32 - np.linalg.inv(A))) <= 1e-5 * np.max(np.abs(np.linalg.inv(A)))
+    X, y = make_data(30, 3, seed=7)
+    pr = TwoLayerReLU(X, y, 0.5, n_patterns=40, random_state=0)           # dP >> n: Woodbury
+    P = pr.n_patterns_
+    Bu = rng.standard_normal((pr.dim, 2 * P))
+    for rho, single in ((1.0, True), (2.0 * P / F32_FACTOR_COND, False)):
+        s = USolver(pr, rho, "woodbury", 1.0, np.float32)
+        assert (("woodbury", rho, 1.0, "float32-factor") in pr._cache) == single
+        ref = USolver(pr, rho, "woodbury").solve(Bu)
+        assert np.max(np.abs(s.solve(Bu.astype(np.float32)) - ref)) <= 2e-5 * np.max(np.abs(ref))
