@@ -272,6 +272,9 @@ def minimize_admm(problem, x0=None, *, callback=None, rho=None, cone_scale=1.0, 
 
     y, beta = problem.y, problem.beta
     X, D = problem.X.astype(dt, copy=False), problem.Dmat.astype(dt, copy=False)
+    if dt == np.float32 and not (np.all(np.isfinite(X)) and np.max(np.abs(X), initial=0.0) < 1e18):
+        # products of X in float32 overflow long before X itself does: keep well inside the range
+        raise ValueError("X has entries beyond 1e18, too large for dtype=float32; standardise X or use float64")
     n, d = X.shape
     P = D.shape[1]
     m = 2 * P

@@ -293,6 +293,14 @@ def test_bad_dtype(small_sq, opts, match):
         numopt.minimize(pr, method="admm", **opts)
 
 
+def test_float32_refuses_data_beyond_its_range():
+    X, y = make_data(20, 2, seed=2, kind="sign")
+    pr = TwoLayerReLU(X * 1e20, y, 0.5, n_patterns=4, random_state=0)
+    with pytest.raises(ValueError, match="float32"):
+        numopt.minimize(pr, method="admm", dtype=np.float32)
+    assert numopt.minimize(pr, method="admm", maxiter=5).nit == 5       # float64 takes it
+
+
 def test_float32_is_refused_for_the_robust_program():
     X, y = make_data(30, 2, seed=2, kind="sign")
     pr = TwoLayerReLU(X, y, 0.5, n_patterns=6, random_state=0, adversarial_eps=0.05)
