@@ -111,12 +111,14 @@ def test_degenerate_X_single_pattern():
     assert pr.n_patterns_ == 1 and np.all(pr.Dmat == 1)
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(X=arrays(np.float64, st.tuples(st.integers(2, 8), st.integers(1, 3)),
                 elements=st.floats(-1e3, 1e3, allow_nan=False)),
-       beta=st.floats(0, 10), P=st.integers(1, 6), seed=st.integers(0, 100))
-def test_fuzz_problem_and_solve(X, beta, P, seed):
-    """Any finite input builds a problem (or raises a clear ValueError) and ADMM returns finite output."""
+       beta=st.floats(0, 10), P=st.integers(1, 6), seed=st.integers(0, 100),
+       dtype=st.sampled_from([np.float64, np.float32]))
+def test_fuzz_problem_and_solve(X, beta, P, seed, dtype):
+    """Any finite input builds a problem (or raises a clear ValueError) and ADMM returns finite output,
+    in either precision of the iteration."""
     import warnings
 
     import numopt
@@ -125,5 +127,6 @@ def test_fuzz_problem_and_solve(X, beta, P, seed):
     assert 1 <= pr.n_patterns_ <= P
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        res = numopt.minimize(pr, method="admm", maxiter=50)
-    assert np.all(np.isfinite(res.x)) and np.isfinite(res.fun)
+        res = numopt.minimize(pr, method="admm", maxiter=50, dtype=dtype,
+                              **({"rtol": 1e-4} if dtype == np.float32 else {}))
+    assert np.all(np.isfinite(res.x)) and np.isfinite(res.fun) and res.dtype == np.dtype(dtype).name
