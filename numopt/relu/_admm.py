@@ -212,7 +212,7 @@ def minimize_admm(problem, x0=None, *, callback=None, rho=None, cone_scale=1.0, 
         rounded, except a well-conditioned Woodbury ``S``, inverted in float32: :class:`~numopt.relu._linsolve.USolver`).
         float32 halves the memory traffic of every product and pass (measured: the products of one
         iteration 2.5x faster at ``n = 1437, d = 65, P = 32``). Its rounding, about ``1e-7`` relative
-        times the conditioning of the u-system (``cond S <= 1 + 2P / rho``), bounds how far the iterates
+        times the conditioning of the u-system (``cond S <= 1 + 2P / (rho c^2)``), bounds how far the iterates
         can settle: ``rtol < 1e-4`` raises ``ValueError`` (measured on breast_cancer and binary digits, both
         losses: at ``rtol = 1e-3`` the same iteration counts and objective as float64; at ``1e-4`` up to 17%
         more iterations; at ``1e-5`` breast_cancer never met the tolerance). The estimators use it at

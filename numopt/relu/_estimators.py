@@ -205,8 +205,8 @@ class ConvexReLURegressor(RegressorMixin, _ConvexReLUBase):
         before the objective does (5-fold CV, width 64: 1e-3 against 1e-4 gives the same accuracy on
         breast_cancer and binary digits, at 3-4x less fit time). Pass ``1e-4`` or less when the convex
         objective itself matters (``objective_``). At ``tol >= 1e-3`` the (nominal) ADMM iterates in
-        float32 (``dtype`` of :func:`numopt.relu._admm.minimize_admm`; the factorisation, residuals and the
-        stored network stay float64): the same iterations and objective as float64 at 1e-3 on both data
+        float32 (``dtype`` of :func:`numopt.relu._admm.minimize_admm`; the residual norms, the objective and
+        the stored network stay float64): the same iterations and objective as float64 at 1e-3 on both data
         sets, about half the fit time. ``solver_options={"dtype": np.float64}`` overrides it.
     bias : bool
         Hidden-layer bias (penalised with the weights).
