@@ -150,11 +150,16 @@ class USolver:
                 S.flat[::n + 1] += 0.5 * self.rho
                 problem._cache[key] = spd_inverse(S)
         self.fac = problem._cache[key]                          # K^{-1} or S^{-1}, explicit
-        if dt != np.float64:                                    # single-precision copies, cached with the factor
-            ckey = key + (dt.name,)
-            if ckey not in problem._cache:
-                problem._cache[ckey] = tuple(a.astype(dt) for a in (self.fac, self.Cinv, self.XtX, self.X, self.D))
-            self.fac, self.Cinv, self.XtX, self.X, self.D = problem._cache[ckey]
+        if dt != np.float64:                                    # single-precision copies, cached on the problem
+            bkey = ("base", self.path, self.c2, dt.name)       # rho-independent: shared by every rho
+            if bkey not in problem._cache:
+                problem._cache[bkey] = tuple(a.astype(dt) for a in (self.Cinv, self.XtX, self.X, self.D))
+            self.Cinv, self.XtX, self.X, self.D = problem._cache[bkey]
+            if self.fac.dtype != dt:                            # a float64 factor, rounded once per rho
+                fkey = key + (dt.name,)
+                if fkey not in problem._cache:
+                    problem._cache[fkey] = self.fac.astype(dt)
+                self.fac = problem._cache[fkey]
         d, P, n = self.X.shape[1], self.D.shape[1], self.X.shape[0]
         self.XT = self.X.T
         # scratch of solve() (reused every iteration: no temporaries in the hot loop)

@@ -328,3 +328,8 @@ def test_spd_inverse_float32_and_the_single_precision_woodbury_factor():
         assert (("woodbury", rho, 1.0, "float32-factor") in pr._cache) == single
         ref = USolver(pr, rho, "woodbury").solve(Bu)
         assert np.max(np.abs(s.solve(Bu.astype(np.float32)) - ref)) <= 2e-5 * np.max(np.abs(ref))
+        if single:                  # the float32 inverse is the cached factor itself, not a second copy
+            assert s.fac is pr._cache[("woodbury", rho, 1.0, "float32-factor")]
+    # the rho-independent single-precision copies (X, patterns, C^-1) are shared by every rho
+    a, b = USolver(pr, 1.0, "woodbury", 1.0, np.float32), USolver(pr, 3.0, "woodbury", 1.0, np.float32)
+    assert a.X is b.X and a.D is b.D and a.Cinv is b.Cinv and a.X.dtype == np.float32
