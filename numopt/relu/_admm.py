@@ -271,15 +271,24 @@ def minimize_admm(problem, x0=None, *, callback=None, rho=None, cone_scale=1.0, 
     aa_safeguard = check_positive(aa_safeguard, "aa_safeguard")
 
     y, beta = problem.y, problem.beta
-    X, D = problem.X.astype(dt, copy=False), problem.Dmat.astype(dt, copy=False)
-    if dt == np.float32 and not (np.all(np.isfinite(X)) and np.max(np.abs(X), initial=0.0) < 1e18):
-        # products of X in float32 overflow long before X itself does: keep well inside the range
-        raise ValueError("X has entries beyond 1e18, too large for dtype=float32; standardise X or use float64")
-    n, d = X.shape
-    P = D.shape[1]
+    n, d = problem.X.shape
+    P = problem.Dmat.shape[1]
     m = 2 * P
     squared = problem.loss == "squared"
+    if dt == np.float32 and not np.max(np.abs(problem.X), initial=0.0) < 1e18:
+        # products of X in float32 overflow long before X itself does: keep well inside the range
+        raise ValueError("X has entries beyond 1e18, too large for dtype=float32; standardise X or use float64")
+    start = problem.check_x0(x0)
+    state0 = None if initial_state is None else _load_state(initial_state, d, n, P)
+    if state0 is not None:
+        rho = state0[-1]                            # the state's rho goes on
     thr = beta / rho
+    # the Monitor starts before the factorisation so that res.time includes it
+    mon = Monitor("admm", callback=callback, verbose=verbose, progress=progress, maxiter=maxiter)
+    t0 = time.perf_counter()
+    solver = USolver(problem, rho, linear_solver, c, dt)
+    factor_time = time.perf_counter() - t0
+    X, D = solver.X, solver.D                   # problem.X, problem.Dmat in the iteration's precision (cached)
 
     # --- Douglas-Rachford state z = [Qv, Qs, (U), GQ, (XU)] ---------------------------------------
     # Qv = v + lam (d x 2P) and Qs = s + nu (n x 2P): the relaxed ADMM is a fixed-point iteration on
@@ -290,10 +299,8 @@ def minimize_admm(problem, x0=None, *, callback=None, rho=None, cone_scale=1.0, 
     z = np.zeros(lay.size, dt)
     blk = lay.views(z)
     E = 2.0 * D - 1.0
-    start = problem.check_x0(x0)
-    if initial_state is not None:
-        UZ0, V0, L0, N0, ES0, rho = _load_state(initial_state, d, n, P)     # the state's rho goes on
-        thr = beta / rho
+    if state0 is not None:
+        UZ0, V0, L0, N0, ES0, _ = state0
         blk["Qv"][:] = V0 + L0
         blk["Qs"][:] = np.tile(E, 2) * ES0 + N0
         if not squared:
@@ -316,11 +323,6 @@ def minimize_admm(problem, x0=None, *, callback=None, rho=None, cone_scale=1.0, 
     # loss ||F^T y||), the "q" term of OSQP/SCS-style relative tolerances
     g0 = problem.loss_grad(np.zeros(n))
     dual_ref = np.sqrt(2.0) * np.linalg.norm(problem.X.T @ (problem.Dmat * g0[:, None]))
-    # the Monitor starts before the factorisation so that res.time includes it
-    mon = Monitor("admm", callback=callback, verbose=verbose, progress=progress, maxiter=maxiter)
-    t0 = time.perf_counter()
-    solver = USolver(problem, rho, linear_solver, c, dt)
-    factor_time = time.perf_counter() - t0
     c2XtX = (c * c) * solver.XtX
     sq_pri = np.sqrt(m * (d + n))
     sq_dual = np.sqrt(m * d)
