@@ -298,19 +298,19 @@ def minimize_admm(problem, x0=None, *, callback=None, rho=None, cone_scale=1.0, 
     lay = _Layout(d, n, m, squared)
     z = np.zeros(lay.size, dt)
     blk = lay.views(z)
-    E = 2.0 * D - 1.0
+    E2 = np.tile(2.0 * D - 1.0, 2)              # e_i = 2 d_i - 1 for both families (n x 2P)
     if state0 is not None:
         UZ0, V0, L0, N0, ES0, _ = state0
         blk["Qv"][:] = V0 + L0
-        blk["Qs"][:] = np.tile(E, 2) * ES0 + N0
+        blk["Qs"][:] = E2 * ES0 + N0
         if not squared:
             blk["U"][:] = UZ0
     elif start is not None:
         blk["Qv"][:] = np.hstack(start)
-        blk["Qs"][:] = np.maximum(c * np.tile(E, 2) * (X @ blk["Qv"]), 0.0)
+        blk["Qs"][:] = np.maximum(c * E2 * (X @ blk["Qv"]), 0.0)
         if not squared:
             blk["U"][:] = blk["Qv"]
-    blk["GQ"][:] = c * (X.T @ (np.tile(E, 2) * blk["Qs"]))
+    blk["GQ"][:] = c * (X.T @ (E2 * blk["Qs"]))
     if not squared:
         blk["XU"][:] = X @ blk["U"]
     n_acc = lay.n_acc
@@ -479,7 +479,7 @@ def minimize_admm(problem, x0=None, *, callback=None, rho=None, cone_scale=1.0, 
     Lam = blk["Qv"].astype(f64) - V
     S = np.maximum(Qs, 0.0)
     state = {"UZ": info["U"].astype(f64), "V": V.copy(), "Lam": Lam, "Nu": Qs - S,
-             "ES": np.tile(E, 2).astype(f64) * S, "rho": rho}
+             "ES": E2.astype(f64) * S, "rho": rho}
     extra = admm_result_fields(problem, V[:, :P], V[:, P:])
     return mon.result(problem.pack(V[:, :P], V[:, P:]), converged=converged, primal_residual=float(r_pri),
                       dual_residual=float(r_dual), rho=rho, linear_solver=solver.path, factor_time=factor_time,

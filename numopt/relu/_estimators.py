@@ -90,26 +90,27 @@ class _ConvexReLUBase(BaseEstimator):
         """Fit one network per column of ``targets`` (shared patterns and factorisation)."""
         opts = dict(self.solver_options or {})
         opts.setdefault("maxiter", self.max_iter)
+        eps = self._eps()
         if self.solver == "admm":
             opts.setdefault("rtol", self.tol)
-            if not np.any(self._eps() > 0):     # single-precision iterations at prediction-grade tolerances
+            if not np.any(eps > 0):     # single-precision iterations at prediction-grade tolerances
                 opts.setdefault("dtype", np.float32 if opts["rtol"] >= _F32_TOL else np.float64)
         else:
             opts.setdefault("tol", self.tol)
         reuse = (self.warm_start and getattr(self, "_problem", None) is not None
                  and self._problem.X.shape[0] == Z.shape[0]
                  and np.array_equal(self._problem.X[:, :Z.shape[1]], Z)
-                 and np.array_equal(self._problem.eps_weights[:Z.shape[1]], self._eps()))
+                 and np.array_equal(self._problem.eps_weights[:Z.shape[1]], eps))
         if reuse:
             base = self._problem
         else:
             base = TwoLayerReLU(Z, targets[0], self.beta, n_patterns=self.n_patterns, loss=loss, bias=self.bias,
-                                adversarial_eps=self._eps(), random_state=self.random_state)
+                                adversarial_eps=eps, random_state=self.random_state)
             if self.pattern_refinement is not None:      # learned gates in place of the sampled ones
                 T = np.column_stack(targets)
                 T = 2.0 * T - 1.0 if loss == "logistic" else T
                 D = refine_patterns(base.X, T, base.Dmat, self.pattern_refinement)
-                base = TwoLayerReLU(Z, targets[0], self.beta, loss=loss, bias=self.bias, adversarial_eps=self._eps(),
+                base = TwoLayerReLU(Z, targets[0], self.beta, loss=loss, bias=self.bias, adversarial_eps=eps,
                                     patterns=D)
             self._states = [None] * len(targets)
         self._problem = base
