@@ -120,6 +120,8 @@ def table_accuracy(P, datasets, out, n_splits=5, seeds=(0, 1, 2)):
         ("ConvexReLU admm squared tol 1e-4", lambda s: ConvexReLUClassifier(n_patterns=P, tol=1e-4, random_state=s)),
         ("ConvexReLU admm squared, learned patterns (pattern_refinement=1)",
          lambda s: ConvexReLUClassifier(n_patterns=P, pattern_refinement=1.0, random_state=s)),
+        (f"ConvexReLU admm squared, learned patterns, width budget (max_width={2 * P})",
+         lambda s: ConvexReLUClassifier(n_patterns=P, pattern_refinement=1.0, max_width=2 * P, random_state=s)),
         ("ConvexReLU admm logistic, learned patterns (pattern_refinement=1)",
          lambda s: ConvexReLUClassifier(n_patterns=P, loss="logistic", pattern_refinement=1.0, random_state=s)),
         ("ConvexReLU admm logistic", lambda s: ConvexReLUClassifier(n_patterns=P, loss="logistic", random_state=s)),
@@ -189,6 +191,8 @@ def table_breadth(P, out, n_splits=5, seeds=(0, 1)):
         (f"MLPClassifier(({2 * P},))", lambda s: make_pipeline(StandardScaler(), MLPClassifier((2 * P,), random_state=s))),
         ("ConvexReLU (default)", lambda s: ConvexReLUClassifier(n_patterns=P, random_state=s)),
         ("ConvexReLU learned patterns", lambda s: ConvexReLUClassifier(n_patterns=P, pattern_refinement=1.0, random_state=s)),
+        (f"ConvexReLU learned patterns, max_width={2 * P}",
+         lambda s: ConvexReLUClassifier(n_patterns=P, pattern_refinement=1.0, max_width=2 * P, random_state=s)),
         ("ConvexReLU beta=0.1", lambda s: ConvexReLUClassifier(n_patterns=P, beta=0.1, random_state=s)),
         (f"ConvexReLU n_patterns={4 * P}", lambda s: ConvexReLUClassifier(n_patterns=4 * P, random_state=s)),
     ]

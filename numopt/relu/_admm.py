@@ -105,7 +105,7 @@ def minimize_admm(problem, x0=None, *, callback=None, rho=None, cone_scale=1.0, 
                   maxiter=20000, linear_solver="auto", adaptive_rho=False, rho_mu=10.0, rho_tau=2.0,
                   rho_update_every=10, max_rho_updates=30, momentum=True, restart_factor=1.0, anderson=None,
                   anderson_every=10, aa_safeguard=1.0, inner_iter=1, presolve=True,
-                  initial_state=None, dtype=np.float64,
+                  initial_state=None, dtype=np.float64, active=None,
                   verbose=False, progress=False):
     """Solve :class:`~numopt.problems.TwoLayerReLU` by ADMM with a pre-factorised u-step.
 
@@ -217,6 +217,13 @@ def minimize_admm(problem, x0=None, *, callback=None, rho=None, cone_scale=1.0, 
         losses: at ``rtol = 1e-3`` the same iteration counts and objective as float64; at ``1e-4`` up to 17%
         more iterations; at ``1e-5`` breast_cancer never met the tolerance). The estimators use it at
         ``tol >= 1e-3``. Nominal program only.
+    active : array_like of bool, shape (2 * P,), optional
+        Which neurons may be non-zero (layout ``[v_1..v_P, w_1..w_P]``); the others are fixed at zero, i.e. the
+        program gains the constraints ``v_i = 0`` / ``w_i = 0`` for them. In the splitting this only changes the
+        v-step: the prox of ``beta ||v_g|| + 1(v_g = 0)`` is the projection onto ``{0}`` (a group threshold of
+        ``+inf``). The u-system, hence the cached factorisation, is the same, so a width-capped refit
+        (:class:`~numopt.relu.ConvexReLUClassifier`'s ``max_width``) reuses it and warm-starts from the uncapped
+        ``res.state``. ``None``: every neuron. Nominal program only.
     verbose : bool or int
         Log progress through ``logging.getLogger("numopt.admm")``.
     progress : bool
@@ -239,6 +246,9 @@ def minimize_admm(problem, x0=None, *, callback=None, rho=None, cone_scale=1.0, 
     if dt is None or dt.name not in ("float64", "float32"):
         raise ValueError(f"dtype must be float64 or float32; got {dtype!r}")
     if problem.robust:  # adversarial_eps > 0: the robust program has its own splitting (numopt.relu._robust)
+        if active is not None:
+            raise ValueError("active (neurons fixed at zero) is supported for the nominal program only "
+                             "(adversarial_eps = 0)")
         if dt != np.float64:
             raise ValueError("dtype=float32 is supported for the nominal program only (adversarial_eps = 0)")
         from ._robust import minimize_robust
@@ -275,6 +285,13 @@ def minimize_admm(problem, x0=None, *, callback=None, rho=None, cone_scale=1.0, 
     P = problem.Dmat.shape[1]
     m = 2 * P
     squared = problem.loss == "squared"
+    if active is not None:
+        active = np.asarray(active)
+        if active.dtype != np.bool_:
+            raise TypeError(f"active must be a boolean array; got dtype {active.dtype}")
+        if active.shape != (m,):
+            raise ValueError(f"active must have shape ({m},) (one flag per neuron, [v_1..v_P, w_1..w_P]); "
+                             f"got {active.shape}")
     if dt == np.float32 and not np.max(np.abs(problem.X), initial=0.0) < 1e18:
         # products of X in float32 overflow long before X itself does: keep well inside the range
         raise ValueError("X has entries beyond 1e18, too large for dtype=float32; standardise X or use float64")
@@ -282,7 +299,12 @@ def minimize_admm(problem, x0=None, *, callback=None, rho=None, cone_scale=1.0, 
     state0 = None if initial_state is None else _load_state(initial_state, d, n, P)
     if state0 is not None:
         rho = state0[-1]                            # the state's rho goes on
-    thr = beta / rho
+
+    def thresholds(rho):
+        # per-group v-step thresholds: beta / rho, +inf (the projection onto {0}) for a neuron fixed at zero
+        return np.full(m, beta / rho) if active is None else np.where(active, beta / rho, np.inf)
+
+    thr = thresholds(rho)
     # the Monitor starts before the factorisation so that res.time includes it
     mon = Monitor("admm", callback=callback, verbose=verbose, progress=progress, maxiter=maxiter)
     t0 = time.perf_counter()
@@ -416,7 +438,7 @@ def minimize_admm(problem, x0=None, *, callback=None, rho=None, cone_scale=1.0, 
                 blk["Qv"][:] = info["V"] + sc * (blk["Qv"] - info["V"])          # v + (rho_old / rho_new) lam
                 blk["Qs"][:] = Sp + sc * (Qs - Sp)
                 blk["GQ"][:] = info["GS"] + sc * (blk["GQ"] - info["GS"])
-                rho, thr = new_rho, beta / new_rho
+                rho, thr = new_rho, thresholds(new_rho)
                 t1 = time.perf_counter()
                 solver = USolver(problem, rho, linear_solver, c, dt)
                 factor_time += time.perf_counter() - t1

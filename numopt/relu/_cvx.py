@@ -6,8 +6,11 @@ import numpy as np
 __all__ = ["cvxpy_solve"]
 
 
-def cvxpy_solve(problem, solver="CLARABEL", **kwargs):
+def cvxpy_solve(problem, solver="CLARABEL", *, active=None, **kwargs):
     """Solve ``problem`` (same patterns) with CVXPY; returns ``(fun, V, W)`` with ``V, W`` of shape ``d x P``.
+
+    ``active`` (boolean, ``2P``, layout ``[v_1..v_P, w_1..w_P]``): the neurons allowed to be non-zero, the
+    others constrained to zero (the nominal program's ``active`` option of the ADMM).
 
     With ``adversarial_eps > 0`` the robust program (see :mod:`numopt.relu._problem`): robust cones
     ``e_ik x_k^T v_i >= ||v_i||_{1,eps}`` and the worst-case loss with ``r_k = ||c_k||_{1,eps}``.
@@ -41,6 +44,10 @@ def cvxpy_solve(problem, solver="CLARABEL", **kwargs):
         prob.solve(solver=solver, **kwargs)
         return float(prob.value), np.asarray(V.value), np.asarray(W.value)
     cons = [cp.multiply(E, XV) >= 0, cp.multiply(E, XW) >= 0]
+    if active is not None:
+        off = ~np.asarray(active, dtype=bool)
+        cons += [V[:, np.flatnonzero(off[:P])] == 0] if off[:P].any() else []
+        cons += [W[:, np.flatnonzero(off[P:])] == 0] if off[P:].any() else []
     if problem.loss == "squared":
         fit = 0.5 * cp.sum_squares(yhat - y)
     else:

@@ -55,6 +55,11 @@ def beta_path(problem, betas, *, method="admm", **options):
     return out
 
 
+def _width(res):
+    """Hidden neurons of a solve's network (non-zero ``v_i``, ``w_i``)."""
+    return int(np.count_nonzero(np.linalg.norm(np.hstack([res.v, res.w]), axis=0)))
+
+
 class _ConvexReLUBase(BaseEstimator):
     def _validate_params_(self):
         from .._validation import check_bool, check_choice, check_int, check_positive
@@ -79,6 +84,12 @@ class _ConvexReLUBase(BaseEstimator):
             raise ValueError("adversarial_eps must be a number >= 0 or a 1-D array of finite values >= 0")
         if self.solver == "scp" and np.any(np.asarray(eps, dtype=float) > 0):
             raise ValueError("adversarial_eps > 0 needs solver='admm' (the SCP path solves the nominal program only)")
+        if self.max_width is not None:
+            check_int(self.max_width, "max_width", min_value=1)
+            if self.solver != "admm":
+                raise ValueError("max_width needs solver='admm' (the capped refit fixes neurons at zero in the ADMM)")
+            if np.any(np.asarray(self.adversarial_eps, dtype=float) > 0):
+                raise ValueError("max_width is supported for standard training only (adversarial_eps = 0)")
 
     def _standardize(self, X):
         self.x_mean_ = X.mean(axis=0)
@@ -97,23 +108,45 @@ class _ConvexReLUBase(BaseEstimator):
                 opts.setdefault("dtype", np.float32 if opts["rtol"] >= _F32_TOL else np.float64)
         else:
             opts.setdefault("tol", self.tol)
+        key = (self.n_patterns, self.random_state, self.pattern_refinement, self.max_width, self.bias)
         reuse = (self.warm_start and getattr(self, "_problem", None) is not None
+                 and getattr(self, "_fit_key", None) == key
                  and self._problem.X.shape[0] == Z.shape[0]
                  and np.array_equal(self._problem.X[:, :Z.shape[1]], Z)
                  and np.array_equal(self._problem.eps_weights[:Z.shape[1]], eps))
         if reuse:
             base = self._problem
         else:
-            base = TwoLayerReLU(Z, targets[0], self.beta, n_patterns=self.n_patterns, loss=loss, bias=self.bias,
-                                adversarial_eps=eps, random_state=self.random_state)
-            if self.pattern_refinement is not None:      # learned gates in place of the sampled ones
-                T = np.column_stack(targets)
-                T = 2.0 * T - 1.0 if loss == "logistic" else T
-                D = refine_patterns(base.X, T, base.Dmat, self.pattern_refinement)
-                base = TwoLayerReLU(Z, targets[0], self.beta, loss=loss, bias=self.bias, adversarial_eps=eps,
-                                    patterns=D)
+            base = self._patterned_problem(Z, targets, loss, eps, self.n_patterns)
             self._states = [None] * len(targets)
-        self._problem = base
+        results = self._solve_all(base, targets, loss, opts, reuse)
+        W = self.max_width
+        if W is not None:
+            if not reuse and base.n_patterns_ < W and min(_width(r) for r in results) < W:
+                # width left unused: a finer arrangement, W cells (2W candidate neurons), capped to W below
+                base = self._patterned_problem(Z, targets, loss, eps, W)
+                self._states = [None] * len(targets)
+                results = self._solve_all(base, targets, loss, opts, False)
+            results = [self._capped(base.with_targets(t, loss).with_beta(self.beta), r, W, opts)
+                       for t, r in zip(targets, results)]
+        self._problem, self._fit_key = base, key
+        self.n_patterns_ = int(base.n_patterns_)
+        return results
+
+    def _patterned_problem(self, Z, targets, loss, eps, n_patterns):
+        """The convex program on ``n_patterns`` sampled (or, with ``pattern_refinement``, learned) patterns."""
+        base = TwoLayerReLU(Z, targets[0], self.beta, n_patterns=n_patterns, loss=loss, bias=self.bias,
+                            adversarial_eps=eps, random_state=self.random_state)
+        if self.pattern_refinement is not None:      # learned gates in place of the sampled ones
+            T = np.column_stack(targets)
+            T = 2.0 * T - 1.0 if loss == "logistic" else T
+            D = refine_patterns(base.X, T, base.Dmat, self.pattern_refinement)
+            base = TwoLayerReLU(Z, targets[0], self.beta, loss=loss, bias=self.bias, adversarial_eps=eps,
+                                patterns=D)
+        return base
+
+    def _solve_all(self, base, targets, loss, opts, reuse):
+        """One solve per target on ``base``'s patterns (warm-started from the last fit's states if ``reuse``)."""
         results = []
         with warnings.catch_warnings():
             if not self.verbose:
@@ -128,6 +161,23 @@ class _ConvexReLUBase(BaseEstimator):
                     self._states[j] = res.state
                 results.append(res)
         return results
+
+    def _capped(self, problem, res, width, opts):
+        """Keep the ``width`` neurons of largest ``||u_g||`` and re-solve with the others fixed at zero.
+
+        The capped program has the same u-system (only the v-step's prox changes, ADMM option ``active``), so
+        the cached factorisation is reused and the solve warm-starts from the uncapped state.
+        """
+        norms = np.linalg.norm(np.hstack([res.v, res.w]), axis=0)
+        if np.count_nonzero(norms) <= width:
+            return res
+        active = np.zeros(norms.size, dtype=bool)
+        active[np.argsort(-norms, kind="stable")[:width]] = True
+        kw = dict(opts, initial_state=res.state, active=active)
+        with warnings.catch_warnings():
+            if not self.verbose:
+                warnings.simplefilter("ignore", ConvergenceWarning)
+            return minimize(problem, method="admm", verbose=self.verbose, **kw)
 
     def _eps(self):
         """``adversarial_eps`` (original feature units) as radii of the standardised features."""
@@ -243,7 +293,8 @@ class ConvexReLURegressor(RegressorMixin, _ConvexReLUBase):
 
     def __init__(self, beta=1.0, *, n_patterns=32, solver="admm", max_iter=2000, tol=1e-3, bias=True,
                  warm_start=False, solver_options=None, random_state=None, verbose=False, adversarial_eps=0.0,
-                 pattern_refinement=None):
+                 pattern_refinement=None, max_width=None):
+        self.max_width = max_width
         self.pattern_refinement = pattern_refinement
         self.adversarial_eps = adversarial_eps
         self.beta = beta
@@ -305,7 +356,8 @@ class ConvexReLUClassifier(ClassifierMixin, _ConvexReLUBase):
 
     def __init__(self, beta=1.0, *, n_patterns=32, loss="squared", solver="admm", max_iter=2000, tol=1e-3,
                  bias=True, warm_start=False, solver_options=None, random_state=None, verbose=False,
-                 adversarial_eps=0.0, pattern_refinement=None):
+                 adversarial_eps=0.0, pattern_refinement=None, max_width=None):
+        self.max_width = max_width
         self.pattern_refinement = pattern_refinement
         self.adversarial_eps = adversarial_eps
         self.beta = beta

@@ -171,12 +171,16 @@ def _col_norms2(Q, out):
 
 @njit(cache=True, nogil=True, fastmath=_FM)
 def group_shrink(Q, thr, V):
-    """``V[:, g] = (1 - thr / ||Q[:, g]||)_+ Q[:, g]`` per column (the group soft-threshold); returns ``V``."""
+    """``V[:, g] = (1 - thr_g / ||Q[:, g]||)_+ Q[:, g]`` per column (the group soft-threshold); returns ``V``.
+
+    ``thr`` holds one threshold per column (``m`` values); ``thr_g = inf`` is the projection onto ``{0}`` (a
+    group fixed at zero).
+    """
     d, m = Q.shape
     sc = _col_norms2(Q, np.empty(m))
     for g in range(m):
         nz = np.sqrt(sc[g])
-        sc[g] = 1.0 - thr / nz if nz > thr else 0.0
+        sc[g] = 1.0 - thr[g] / nz if nz > thr[g] else 0.0
     q = Q.reshape(-1)
     v = V.reshape(-1)
     for a in range(d):
@@ -191,7 +195,8 @@ def shrink_rhs(Qv, GA, B0, thr, V, rhs):
     """``V = group_shrink(Qv)`` and the u-step right-hand side ``rhs = 2 V - Qv + GA + B0`` in one call.
 
     In the one-state form ``v = shrink(Qv)``, ``lam = Qv - v``, so ``v - lam = 2 v - Qv``; ``GA = G^T (s - nu)`` and
-    ``B0 = F^T y / rho`` (squared loss; zeros otherwise). Returns ``V``.
+    ``B0 = F^T y / rho`` (squared loss; zeros otherwise); ``thr``: the per-group thresholds of
+    :func:`group_shrink`. Returns ``V``.
     """
     group_shrink(Qv, thr, V)
     q = Qv.reshape(-1)
@@ -765,7 +770,7 @@ def warmup():
     masked_rowsum_single(np.ascontiguousarray(XA[:, :2]), D, np.empty(4))
     masked_scale(D, np.ones(4), np.empty((4, 2)))
     V3 = np.empty((3, 4))
-    shrink_rhs(XA[:3].copy(), XA[:3].copy(), XA[:3].copy(), 0.5, V3, np.empty((3, 4)))
+    shrink_rhs(XA[:3].copy(), XA[:3].copy(), XA[:3].copy(), np.full(4, 0.5), V3, np.empty((3, 4)))
     dr_dual_step(XA[:3].copy(), XA[:3].copy(), XA[:3].copy(), XA[:3].copy(), V3, 1.6, np.empty((3, 4)), np.empty((3, 4)))
     diff_norm(V3, V3, V3, V3)
     diff_norm2(np.ones(4), np.zeros(4), 3)
@@ -777,7 +782,7 @@ def warmup():
     split_combine(V3, np.empty((3, 2)), np.empty((3, 4)))
     masked_outer(D, np.ones(4), np.empty((4, 4)))
     slack_dual_update(XA, D, np.zeros((4, 4)), np.zeros((4, 4)), 1.0, 1.0, 1.0)
-    group_shrink(rng.standard_normal((3, 4)), 0.5, np.empty((3, 4)))
+    group_shrink(rng.standard_normal((3, 4)), np.full(4, 0.5), np.empty((3, 4)))
     cone_abs(XA, D, 1.0, np.empty((4, 4)))
     dr_slack_step(XA, D, XA.copy(), 1.0, 1.6, np.empty((4, 4)), np.empty(4))
     dr_group_step(XA[:3], XA[:3].copy(), XA[:3].copy(), 1.6, np.empty((3, 4)))

@@ -320,3 +320,58 @@ def test_float32_woodbury_path_and_variants_reach_the_cvxpy_optimum(opts):
     assert res.success and res.linear_solver == "woodbury" and res.dtype == "float32"
     assert abs(res.fun - f_ref) / f_ref <= 1e-3
     assert res.cone_violation <= 1e-3 * np.abs(pr.X).max()
+
+
+def _top_active(res, k):
+    """The k neurons of largest ||u_g|| of a solve, as an ``active`` mask."""
+    norms = np.linalg.norm(np.hstack([res.v, res.w]), axis=0)
+    act = np.zeros(norms.size, dtype=bool)
+    act[np.argsort(-norms)[:k]] = True
+    return act
+
+
+@pytest.mark.parametrize("loss_fixture", ["small_sq", "small_logistic"])
+@pytest.mark.parametrize("path", ["cholesky", "woodbury"])
+def test_active_fixes_neurons_at_zero_and_matches_cvxpy(loss_fixture, path, request):
+    """Neurons outside ``active`` fixed at zero: the optimum of the constrained program (CVXPY with the same
+    equality constraints), from a cold start and warm-started from the unconstrained state, both paths."""
+    pr, _ = request.getfixturevalue(loss_fixture)
+    full = numopt.minimize(pr, method="admm", rtol=1e-6, linear_solver=path)
+    act = _top_active(full, 4)
+    f_ref, V_ref, W_ref = cvxpy_solve(pr, active=act)
+    assert f_ref > full.fun * (1 + 1e-4)                # the constraint binds: a different program
+    for kw in ({}, {"initial_state": full.state}):
+        res = numopt.minimize(pr, method="admm", rtol=1e-6, linear_solver=path, active=act, **kw)
+        assert res.success and abs(res.fun - f_ref) / f_ref <= 1e-4
+        UZ = np.hstack([res.v, res.w])
+        assert np.all(UZ[:, ~act] == 0) and res.n_neurons <= 4
+        assert abs(res.network_fun - res.fun) <= 1e-4 * res.fun     # the equivalence holds for the capped network
+    # float32 iterations too
+    r32 = numopt.minimize(pr, method="admm", rtol=1e-4, dtype=np.float32, active=act, initial_state=full.state)
+    assert abs(r32.fun - f_ref) / f_ref <= 1e-3 and np.all(np.hstack([r32.v, r32.w])[:, ~act] == 0)
+
+
+def test_active_all_true_is_the_plain_program(small_sq):
+    pr, (f_ref, _, _) = small_sq
+    m = 2 * pr.n_patterns_
+    a = numopt.minimize(pr, method="admm", rtol=1e-6)
+    b = numopt.minimize(pr, method="admm", rtol=1e-6, active=np.ones(m, dtype=bool))
+    assert a.nit == b.nit and a.fun == b.fun
+    none = numopt.minimize(pr, method="admm", active=np.zeros(m, dtype=bool), adaptive_rho=True)
+    assert none.n_neurons == 0 and none.fun == pytest.approx(0.5 * np.sum(pr.y ** 2), rel=1e-12)
+
+
+@pytest.mark.parametrize("active, exc, match", [(np.ones(5, dtype=bool), ValueError, "shape"),
+                                                (np.ones(20), TypeError, "boolean"),
+                                                (np.ones((2, 10), dtype=bool), ValueError, "shape")])
+def test_bad_active(small_sq, active, exc, match):
+    pr, _ = small_sq
+    with pytest.raises(exc, match=match):
+        numopt.minimize(pr, method="admm", active=active)
+
+
+def test_active_is_refused_for_the_robust_program():
+    X, y = make_data(30, 2, seed=2, kind="sign")
+    pr = TwoLayerReLU(X, y, 0.5, n_patterns=6, random_state=0, adversarial_eps=0.05)
+    with pytest.raises(ValueError, match="nominal"):
+        numopt.minimize(pr, method="admm", active=np.ones(12, dtype=bool))

@@ -13,8 +13,9 @@ from ._data import make_data
 
 @pytest.mark.parametrize("est", [ConvexReLUClassifier(n_patterns=12, max_iter=400),
                                  ConvexReLUClassifier(n_patterns=12, loss="logistic", max_iter=400),
-                                 ConvexReLURegressor(n_patterns=12, max_iter=400)],
-                         ids=["clf-squared", "clf-logistic", "reg"])
+                                 ConvexReLURegressor(n_patterns=12, max_iter=400),
+                                 ConvexReLUClassifier(n_patterns=8, max_width=12, max_iter=400)],
+                         ids=["clf-squared", "clf-logistic", "reg", "clf-max-width"])
 def test_sklearn_estimator_checks(est):
     check_estimator(est)
 
@@ -100,7 +101,10 @@ def test_beta_path_reuses_factorization():
                                          ({"solver": "sgd"}, ValueError), ({"loss": "hinge"}, ValueError),
                                          ({"solver_options": 3}, TypeError), ({"max_iter": 0}, ValueError),
                                          ({"pattern_refinement": 0.0}, ValueError),
-                                         ({"pattern_refinement": 1.0, "solver": "scp"}, ValueError)])
+                                         ({"pattern_refinement": 1.0, "solver": "scp"}, ValueError),
+                                         ({"max_width": 0}, ValueError), ({"max_width": 2.5}, TypeError),
+                                         ({"max_width": 8, "solver": "scp"}, ValueError),
+                                         ({"max_width": 8, "adversarial_eps": 0.1}, ValueError)])
 def test_bad_params(params, exc):
     X, y = make_moons(20, random_state=0)
     with pytest.raises(exc):
@@ -213,3 +217,48 @@ def test_estimator_iterates_in_float32_at_prediction_tolerances():
     assert tight.solver_results_[0].dtype == "float64"
     robust = ConvexReLUClassifier(n_patterns=6, random_state=0, adversarial_eps=0.05).fit(X[:60], y[:60])
     assert robust.solver_results_[0].get("dtype", "float64") == "float64"
+
+
+def test_max_width_grows_then_caps_to_the_strongest_neurons():
+    """Width left unused at n_patterns cells: a finer arrangement (max_width cells), then the max_width neurons of
+    largest norm kept and the program re-solved with the others fixed at zero; the network still equals the
+    convex model on the training data, and the capped objective is that of the constrained program."""
+    X, y = make_moons(150, noise=0.2, random_state=0)
+    W = 10
+    clf = ConvexReLUClassifier(beta=0.1, n_patterns=3, max_width=W, random_state=0, tol=1e-6, max_iter=5000).fit(X, y)
+    assert clf.n_patterns_ == W                          # 3 cells give at most 6 < 10 neurons: grown to 10 cells
+    res = clf.solver_results_[0]
+    pr = clf._problem
+    assert pr.n_patterns_ == W and 0 < clf.n_neurons_ <= W
+    UZ = np.hstack([res.v, res.w])
+    act = np.linalg.norm(UZ, axis=0) > 0
+    uncapped = numopt.minimize(pr.with_beta(0.1), method="admm", rtol=1e-6, maxiter=5000)
+    assert np.count_nonzero(np.linalg.norm(np.hstack([uncapped.v, uncapped.w]), axis=0)) > W   # the cap binds
+    ref = numopt.minimize(pr.with_beta(0.1), method="admm", rtol=1e-7, maxiter=20000, active=act)
+    assert res.fun == pytest.approx(ref.fun, rel=1e-4) and res.fun > uncapped.fun
+    conv = pr.predict_convex(res.v, res.w)
+    assert np.max(np.abs(clf.decision_function(X) - conv)) <= 1e-3 * np.abs(conv).max()
+    assert clf.score(X, y) >= 0.9
+
+
+def test_max_width_below_the_cells_only_caps_and_applies_per_output():
+    X, y = load_iris(return_X_y=True)
+    clf = ConvexReLUClassifier(beta=0.1, n_patterns=8, max_width=5, random_state=0).fit(X, y)
+    assert clf.n_patterns_ == 8                          # 8 cells >= max_width: no growth
+    per_class = (clf.second_layer_weights_ != 0).sum(axis=0)
+    assert per_class.shape == (3,) and np.all(per_class <= 5) and clf.n_neurons_ <= 15
+    free = ConvexReLUClassifier(beta=0.1, n_patterns=8, random_state=0).fit(X, y)
+    assert np.any((free.second_layer_weights_ != 0).sum(axis=0) > 5)     # the cap binds on some class
+    assert clf.score(X, y) >= 0.9
+    reg = ConvexReLURegressor(beta=0.1, n_patterns=8, max_width=4, random_state=0).fit(*make_data(60, 3, seed=1, kind="reg"))
+    assert reg.n_neurons_ <= 4
+
+
+def test_warm_start_refits_when_the_patterns_change():
+    X, y = make_moons(60, noise=0.2, random_state=1)
+    clf = ConvexReLUClassifier(n_patterns=6, warm_start=True, random_state=0).fit(X, y)
+    prob = clf._problem
+    clf.set_params(beta=0.5).fit(X, y)
+    assert clf._problem is prob                          # beta only: same patterns and factorisation
+    clf.set_params(n_patterns=9).fit(X, y)
+    assert clf._problem is not prob and clf.n_patterns_ == 9

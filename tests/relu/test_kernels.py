@@ -98,10 +98,16 @@ def test_group_shrink(tiny):
     _, _, UZ, _ = tiny
     Q = UZ.copy()
     Q[:, 0] *= 1e-3                                     # one group below the threshold
-    V = K.group_shrink(Q, 0.8, np.empty_like(Q))
+    V = K.group_shrink(Q, np.full(Q.shape[1], 0.8), np.empty_like(Q))
     nz = np.linalg.norm(Q, axis=0)
     assert np.allclose(V, np.maximum(0, 1 - 0.8 / nz) * Q, atol=1e-15)
     assert np.all(V[:, 0] == 0)
+    # per-group thresholds; inf fixes a group at zero (the projection onto {0})
+    thr = np.linspace(0.1, 0.9, Q.shape[1])
+    thr[2] = np.inf
+    V = K.group_shrink(Q, thr, np.empty_like(Q))
+    assert np.allclose(V, np.maximum(0, 1 - thr / nz) * Q, atol=1e-15)
+    assert np.all(V[:, 2] == 0) and np.all(V[:, 0] == 0) and np.all(np.isfinite(V))
 
 
 def test_cone_abs_is_Gt_of_s_minus_nu(tiny):
@@ -138,7 +144,7 @@ def test_dr_slack_step(tiny):
 def test_dr_group_step(tiny):
     _, _, UZ, rng = tiny
     Qv = rng.standard_normal(UZ.shape)
-    V = K.group_shrink(Qv, 0.9, np.empty_like(Qv))
+    V = K.group_shrink(Qv, np.full(Qv.shape[1], 0.9), np.empty_like(Qv))
     out = np.empty_like(Qv)
     r2, u2, v2, l2, un = K.dr_group_step(UZ, Qv, V, 1.6, out)
     assert np.allclose(out, Qv + 1.6 * (UZ - V))
@@ -226,7 +232,7 @@ def test_fused_admm_kernels_match_numpy(tiny):
     Qv, GA, B0 = (rng.standard_normal((d, m)) for _ in range(3))
     Qv[:, 1] *= 1e-3                                    # one group below the threshold
     V, rhs = np.empty((d, m)), np.empty((d, m))
-    K.shrink_rhs(Qv, GA, B0, 0.7, V, rhs)
+    K.shrink_rhs(Qv, GA, B0, np.full(m, 0.7), V, rhs)
     Vr = np.maximum(0, 1 - 0.7 / np.linalg.norm(Qv, axis=0)) * Qv
     assert np.allclose(V, Vr, rtol=1e-13, atol=1e-15) and np.allclose(rhs, 2 * Vr - Qv + GA + B0, rtol=1e-13)
     GQ, GGU = rng.standard_normal((d, m)), rng.standard_normal((d, m))
