@@ -124,9 +124,11 @@ class _ConvexReLUBase(BaseEstimator):
         if W is not None:
             if not reuse and base.n_patterns_ < W and min(_width(r) for r in results) < W:
                 # width left unused: a finer arrangement, W cells (2W candidate neurons), capped to W below
-                base = self._patterned_problem(Z, targets, loss, eps, W)
-                self._states = [None] * len(targets)
-                results = self._solve_all(base, targets, loss, opts, False)
+                finer = self._patterned_problem(Z, targets, loss, eps, W)
+                if finer.n_patterns_ > base.n_patterns_:        # (few distinct patterns exist in low dimension)
+                    base = finer
+                    self._states = [None] * len(targets)
+                    results = self._solve_all(base, targets, loss, opts, False)
             results = [self._capped(base.with_targets(t, loss).with_beta(self.beta), r, W, opts)
                        for t, r in zip(targets, results)]
         self._problem, self._fit_key = base, key
@@ -263,7 +265,8 @@ class ConvexReLURegressor(RegressorMixin, _ConvexReLUBase):
         Hidden-layer bias (penalised with the weights).
     warm_start : bool
         Refitting on the same ``X`` reuses the patterns, the factorisation and the last ADMM state
-        (fast ``beta`` sweeps with ``set_params(beta=...)``).
+        (fast ``beta`` sweeps with ``set_params(beta=...)``); a change of ``n_patterns``, ``random_state``,
+        ``pattern_refinement``, ``max_width`` or ``bias`` draws new patterns.
     solver_options : dict, optional
         Extra options of the solver (e.g. ``{"rho": 1.0}``).
     random_state : None or int
@@ -276,6 +279,20 @@ class ConvexReLURegressor(RegressorMixin, _ConvexReLUBase):
         Measured (5-fold CV, width 64, three seeds): classification gains (binary digits 0.9751 -> 0.9826,
         breast_cancer 0.9625 -> 0.9760, squared loss), regression lost (diabetes R^2 0.489 -> 0.435,
         friedman1 0.774 -> 0.738, ``ConvexReLURegressor``), so it is not the default.
+    max_width : int or None, default None
+        Hidden-width budget of each output's network (one-vs-rest fits one network per class), like the
+        hidden width of an MLP. ``None``: no cap (up to ``2 * n_patterns`` neurons). Otherwise, two steps:
+
+        1. *Grow*: if the fit on ``n_patterns`` cells leaves width unused (some output has fewer than
+           ``max_width`` neurons) and ``n_patterns < max_width``, the program is solved again on a finer
+           arrangement of ``max_width`` cells (sampled, or learned with ``pattern_refinement``).
+        2. *Cap*: an output with more than ``max_width`` neurons keeps the ``max_width`` of largest
+           ``||u_g||`` and the program is re-solved with the others fixed at zero (ADMM option ``active``:
+           same factorisation, warm start from the uncapped state). The capped network is the optimum of
+           that constrained convex program, so it still equals the convex model on the training data.
+
+        ``solver="admm"`` and standard training only. The number of cells used is ``n_patterns_``.
+        Measured with ``pattern_refinement=1.0`` and ``max_width=64`` in docs/relu.md (tables 2, 2b and 5).
     verbose : bool
         Solver logging; also shows :class:`~numopt.exceptions.ConvergenceWarning` (silenced otherwise).
     adversarial_eps : float or array_like of shape (n_features,)
@@ -289,6 +306,8 @@ class ConvexReLURegressor(RegressorMixin, _ConvexReLUBase):
     second_layer_weights_ : ndarray, shape (n_neurons, 1)
     output_bias_ : ndarray, shape (1,)
     n_neurons_, n_iter_, loss_curve_, objective_
+    n_patterns_ : int
+        Activation patterns (cells) of the program solved last (``n_patterns``, or ``max_width`` if grown).
     """
 
     def __init__(self, beta=1.0, *, n_patterns=32, solver="admm", max_iter=2000, tol=1e-3, bias=True,
@@ -339,7 +358,7 @@ class ConvexReLUClassifier(ClassifierMixin, _ConvexReLUBase):
     loss : {"squared", "logistic"}
         ``"squared"`` fits +-1 targets (the paper's setting, exact u-steps); ``"logistic"`` fits
         ``P(y = 1) = sigmoid(2 f(x))`` and enables :meth:`predict_proba`.
-    solver, max_iter, tol, bias, warm_start, solver_options, random_state, verbose, adversarial_eps, pattern_refinement
+    solver, max_iter, tol, bias, warm_start, solver_options, random_state, verbose, adversarial_eps, pattern_refinement, max_width
         As in :class:`ConvexReLURegressor`. With ``adversarial_eps > 0`` the network is trained for the worst
         case over ``||delta||_inf <= eps`` around each training point (both losses).
 
@@ -351,7 +370,7 @@ class ConvexReLUClassifier(ClassifierMixin, _ConvexReLUBase):
     second_layer_weights_ : ndarray, shape (n_neurons, n_outputs)
         ``n_outputs = 1`` for two classes, ``K`` otherwise (block structure: each neuron feeds one class).
     output_bias_ : ndarray, shape (n_outputs,)
-    n_neurons_, n_iter_, loss_curve_, objective_
+    n_neurons_, n_iter_, loss_curve_, objective_, n_patterns_
     """
 
     def __init__(self, beta=1.0, *, n_patterns=32, loss="squared", solver="admm", max_iter=2000, tol=1e-3,

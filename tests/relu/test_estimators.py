@@ -129,15 +129,19 @@ from hypothesis.extra.numpy import arrays  # noqa: E402
 @settings(max_examples=25, deadline=None)
 @given(X=arrays(np.float64, st.tuples(st.integers(4, 12), st.integers(1, 3)),
                 elements=st.floats(-1e3, 1e3, allow_nan=False)),
-       seed=st.integers(0, 50), loss=st.sampled_from(["squared", "logistic"]))
-def test_fuzz_classifier_fit_predict(X, seed, loss):
-    """Any finite data with two classes fits and predicts known labels with finite scores."""
+       seed=st.integers(0, 50), loss=st.sampled_from(["squared", "logistic"]),
+       max_width=st.sampled_from([None, 1, 3, 8]), refine=st.sampled_from([None, 1.0]))
+def test_fuzz_classifier_fit_predict(X, seed, loss, max_width, refine):
+    """Any finite data with two classes fits and predicts known labels with finite scores, within its width."""
     y = np.arange(X.shape[0]) % 2
-    clf = ConvexReLUClassifier(n_patterns=4, loss=loss, max_iter=50, random_state=seed).fit(X, y)
+    clf = ConvexReLUClassifier(n_patterns=4, loss=loss, max_iter=50, random_state=seed, max_width=max_width,
+                               pattern_refinement=refine).fit(X, y)
     pred = clf.predict(X)
     assert set(pred) <= {0, 1}
     f = clf.decision_function(X)
     assert np.all(np.isfinite(f))
+    if max_width is not None:
+        assert clf.n_neurons_ <= max_width
 
 
 def _refine_reference(Xb, T, D, ridge):
