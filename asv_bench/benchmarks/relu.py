@@ -74,7 +74,7 @@ class PerIteration:
 
 class Classifier:
     """Fit time and accuracy: ConvexReLUClassifier vs MLPClassifier (same hidden width 2P)."""
-    params = (["convex-admm", "convex-admm-learned", "convex-scp", "mlp"],)
+    params = (["convex-admm", "convex-admm-learned", "convex-admm-learned-width64", "convex-scp", "mlp"],)
     param_names = ["model"]
     timeout = 300
 
@@ -95,6 +95,8 @@ class Classifier:
             return make_pipeline(StandardScaler(), MLPClassifier((64,), random_state=0))
         if model == "convex-scp":
             return ConvexReLUClassifier(n_patterns=32, solver="scp", loss="logistic", random_state=0)
+        if model == "convex-admm-learned-width64":
+            return ConvexReLUClassifier(n_patterns=32, pattern_refinement=1.0, max_width=64, random_state=0)
         if model == "convex-admm-learned":
             return ConvexReLUClassifier(n_patterns=32, pattern_refinement=1.0, random_state=0)
         return ConvexReLUClassifier(n_patterns=32, random_state=0)
