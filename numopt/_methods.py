@@ -75,6 +75,8 @@ METHODS = {m.name: m for m in [
     # --- convex two-layer ReLU networks ---------------------------------------------------------
     Method("admm", "minimize", "numopt.relu._admm:minimize_admm", _RELU,
            "ADMM on the convex reformulation, pre-factorized u-step"),
+    Method("admm-rbcd", "minimize", "numopt.relu._rbcd:minimize_admm_rbcd", _RELU,
+           "ADMM with randomized block coordinate descent u-steps (no factorisation; large problems)"),
     Method("scp", "minimize", "numopt.relu._scp:minimize_scp", _RELU,
            "Sampled convex program by accelerated proximal gradient"),
 ]}

@@ -115,10 +115,10 @@ def test_degenerate_X_single_pattern():
 @given(X=arrays(np.float64, st.tuples(st.integers(2, 8), st.integers(1, 3)),
                 elements=st.floats(-1e3, 1e3, allow_nan=False)),
        beta=st.floats(0, 10), P=st.integers(1, 6), seed=st.integers(0, 100),
-       dtype=st.sampled_from([np.float64, np.float32]))
+       dtype=st.sampled_from([np.float64, np.float32, "admm-rbcd"]))
 def test_fuzz_problem_and_solve(X, beta, P, seed, dtype):
     """Any finite input builds a problem (or raises a clear ValueError) and ADMM returns finite output,
-    in either precision of the iteration."""
+    in either precision of the iteration, and so does the factorisation-free ADMM-RBCD."""
     import warnings
 
     import numopt
@@ -127,6 +127,10 @@ def test_fuzz_problem_and_solve(X, beta, P, seed, dtype):
     assert 1 <= pr.n_patterns_ <= P
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        if dtype == "admm-rbcd":                      # the factorisation-free method
+            res = numopt.minimize(pr, method="admm-rbcd", maxiter=50, random_state=seed)
+            assert np.all(np.isfinite(res.x)) and np.isfinite(res.fun) and res.n_block_steps >= 0
+            return
         res = numopt.minimize(pr, method="admm", maxiter=50, dtype=dtype,
                               **({"rtol": 1e-4} if dtype == np.float32 else {}))
     assert np.all(np.isfinite(res.x)) and np.isfinite(res.fun) and res.dtype == np.dtype(dtype).name
