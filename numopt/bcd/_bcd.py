@@ -13,11 +13,12 @@ import scipy.linalg as sla
 
 from .._cy import _bcd as cy
 from .._monitor import Monitor
+from .._threads import single_thread_blas
 from .._validation import as_float_array, check_choice, check_int, check_positive, check_random_state
 from ..problems import FunctionProblem
 from . import _kernels as K
 from ._problem import Quadratic, _GLM
-from ._prox import single_thread_blas, solve_prox
+from ._prox import solve_prox
 from ._state import FunState, GLMState, QuadState
 
 SELECTIONS = ("auto", "cyclic", "random", "lipschitz", "gs", "gsl", "gsd", "gsq")

@@ -20,7 +20,7 @@ def demo(quick=True) -> None:
     from numopt.problems import LabelPropagation, LeastSquares, Logistic, MultinomialLogistic
 
     from ._kernels import warmup
-    from ._prox import single_thread_blas
+    from .._threads import single_thread_blas
     warmup()
     with single_thread_blas():  # the first use of threadpoolctl inspects the loaded libraries (~0.1-0.3 s)
         pass

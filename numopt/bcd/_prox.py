@@ -20,6 +20,7 @@ import scipy.linalg as sla
 import scipy.sparse as sp
 
 from .._cy import _bcd as cy
+from .._threads import single_thread_blas
 from . import _kernels as K
 
 _EMPTY8 = np.zeros(0, dtype=np.int8)
@@ -345,28 +346,6 @@ def _free_set_newton(H, c, w, lam):
     seg[np.flatnonzero(bad)[k]] = 0.0
     wS = proj if model(proj) <= model(seg) else seg
     w[S] = wS
-
-
-_CONTROLLER = []
-
-
-def single_thread_blas(active=True):
-    """Context limiting BLAS to one thread (a cached threadpoolctl controller: ~15 us per use).
-
-    Threaded BLAS on small matrices spins for milliseconds per call on a busy machine; the block
-    products of BCD are small. A no-op without threadpoolctl or when ``active`` is false.
-    """
-    import contextlib
-    if not active:
-        return contextlib.nullcontext()
-    if not _CONTROLLER:
-        try:
-            from threadpoolctl import ThreadpoolController
-            _CONTROLLER.append(ThreadpoolController())
-        except ImportError:  # pragma: no cover - optional
-            _CONTROLLER.append(None)
-    ctl = _CONTROLLER[0]
-    return contextlib.nullcontext() if ctl is None else ctl.limit(limits=1, user_api="blas")
 
 
 def _greedy(inner, m):

@@ -57,6 +57,7 @@ import time
 import numpy as np
 
 from .._monitor import Monitor
+from .._threads import single_thread_blas
 from .._validation import check_bool, check_choice, check_int, check_positive
 from ._kernels import (aa_combine, aa_push, cone_abs, diff_norm, diff_norm2, dr_dual_step, dr_group_step, dr_slack_step, half_sq_dist,
                        masked_outer, masked_rowsum, momentum_point, shrink_rhs)
@@ -67,6 +68,10 @@ _DEFAULT_RELAXATION = 1.9
 # float32 iterations: measured (breast_cancer, binary digits; both losses) the same iterations and objective
 # as float64 at rtol = 1e-3, up to 17% more iterations at 1e-4, and no convergence on breast_cancer at 1e-5
 _F32_MIN_RTOL = 1e-4
+# n d 2P up to which the iteration pins BLAS to one thread. Measured (2 cores, 100 iterations, float32 / float64):
+# n d 2P = 1.1e6 (breast_cancer-sized) 0.027 vs 0.044 s / 0.037 vs 0.034 s with one vs two threads; 6e6 (digits)
+# 0.112 vs 0.114 / 0.224 vs 0.206; 1e7 0.159 vs 0.116 / 0.266 vs 0.247: two threads pay from about 1e7 on
+_SINGLE_THREAD_WORK = 4e6
 
 __all__ = ["minimize_admm", "admm_result_fields"]
 
@@ -394,107 +399,109 @@ def minimize_admm(problem, x0=None, *, callback=None, rho=None, cone_scale=1.0, 
         eps_dual = sq_dual * atol + rtol * max(dual_ref, rho * info["lam_gn"])
         return r_pri, r_dual, eps_pri, eps_dual
 
-    aa = _Anderson(anderson, n_acc, lay.size, dt) if anderson > 0 else None
-    if aa is not None:
-        # Anderson on the K-fold map T^K (K = anderson_every): chains of K plain steps from a start Z0, written
-        # alternately into A and B; the memory keeps the plain continuation T^K(z0) while an extrapolation is on trial
-        Z0, A_, B_ = (np.empty_like(z) for _ in range(3))
-        Z0[:] = z
-        z = Z0
-        chain_pos, checking, g_ref = 0, False, np.inf
-    if momentum:
-        T_prev = np.empty_like(z)
-        n_mom = 0                                   # steps since the last (re)start of the momentum
-        r_last = np.inf
-    r_best, n_momentum_off = np.inf, 0
-    converged = False
-    n_rho_updates = n_rejected = 0
-    r_pri = r_dual = np.inf
-    Tz = np.empty_like(z) if aa is None else A_
-    info = fixed_point_map(z, Tz)
-    prev = None
-    k = 0
-    while True:
-        k += 1
-        r_pri, r_dual, eps_pri, eps_dual = certificates(info, prev)
-        if mon.step(info["U"], fun=info["fun"], primal_residual=r_pri, dual_residual=r_dual, rho=rho):
-            break
-        if r_pri <= eps_pri and r_dual <= eps_dual:
-            converged = True
-            break
-        if k >= maxiter:
-            break
-        prev = info
-        # residual balancing (each residual relative to its own tolerance)
-        if adaptive_rho and n_rho_updates < max_rho_updates and k % rho_update_every == 0 and np.isfinite(r_dual):
-            rp, rd = r_pri / max(eps_pri, 1e-300), r_dual / max(eps_dual, 1e-300)
-            new_rho = rho * rho_tau if rp > rho_mu * rd else rho / rho_tau if rd > rho_mu * rp else rho
-            if new_rho != rho:
-                # continue from the current iterate with the scaled duals rescaled by rho_old / rho_new
-                blk = lay.views(z)
-                sc = rho / new_rho
-                Qs = blk["Qs"]
-                Sp = np.maximum(Qs, 0.0)
-                blk["Qv"][:] = info["V"] + sc * (blk["Qv"] - info["V"])          # v + (rho_old / rho_new) lam
-                blk["Qs"][:] = Sp + sc * (Qs - Sp)
-                blk["GQ"][:] = info["GS"] + sc * (blk["GQ"] - info["GS"])
-                rho, thr = new_rho, thresholds(new_rho)
-                t1 = time.perf_counter()
-                solver = USolver(problem, rho, linear_solver, c, dt)
-                factor_time += time.perf_counter() - t1
-                n_rho_updates += 1
-                if aa is not None:                  # a fresh chain from the rescaled point, fresh memory
-                    aa.reset()
-                    if z is not Z0:
-                        Z0[:] = z
-                    z, Tz, chain_pos, checking = Z0, A_, 0, False
-                if momentum:
-                    n_mom, r_last = 0, np.inf
-                info = fixed_point_map(z, Tz)
-                prev = None
-                continue
-        if momentum and r_pri > 10.0 * r_best:
-            # momentum has no convergence guarantee here: if the residual ever climbs an order of magnitude
-            # above its best, drop it for good; plain relaxed ADMM converges from any point (alpha < 2)
-            momentum = False
-            n_momentum_off += 1
-        r_best = min(r_best, r_pri)
+    # a small program's products are too small for threaded BLAS (measured below _SINGLE_THREAD_WORK)
+    with single_thread_blas(n * d * m <= _SINGLE_THREAD_WORK):
+        aa = _Anderson(anderson, n_acc, lay.size, dt) if anderson > 0 else None
+        if aa is not None:
+            # Anderson on the K-fold map T^K (K = anderson_every): chains of K plain steps from a start Z0, written
+            # alternately into A and B; the memory keeps the plain continuation T^K(z0) while an extrapolation is on trial
+            Z0, A_, B_ = (np.empty_like(z) for _ in range(3))
+            Z0[:] = z
+            z = Z0
+            chain_pos, checking, g_ref = 0, False, np.inf
         if momentum:
-            # restart when the fixed-point residual ||T(z) - z|| = alpha r_pri grows
-            if r_pri > restart_factor * r_last:
-                n_mom = 0
-            r_last = r_pri
-            theta = (n_mom - 1.0) / (n_mom + 2.0) if n_mom > 0 else 0.0
-            momentum_point(Tz, T_prev, z, theta)            # z is spent: T(z) is in Tz
-            Tz, T_prev = T_prev, Tz                         # T(z) becomes the previous image; no copy
-            n_mom += 1
-            info = fixed_point_map(z, Tz)
-            continue
-        # next point: the plain step T(z), or (Anderson) the next step of the chain / an extrapolation of T^K
-        if aa is None:
-            z, Tz = Tz, z
-            info = fixed_point_map(z, Tz)
-            continue
-        chain_pos += 1
-        if chain_pos < anderson_every:                  # inside a chain: plain step, ping-pong buffers
-            z, Tz = Tz, (B_ if Tz is A_ else A_)
-            info = fixed_point_map(z, Tz)
-            continue
-        chain_pos = 0                                   # Tz = T^K(z0): one Anderson step on the map T^K
-        g_norm = np.sqrt(diff_norm2(Tz, Z0, n_acc))
-        if checking and g_norm > aa_safeguard * g_ref:
-            n_rejected += 1                             # rejected: continue plainly from T^K of the last accepted start
-            aa.reset(keep_last=True)
-            Z0[:] = aa.T_prev
-            checking = False
-        else:
-            aa.push(Z0, Tz)
-            g_ref = g_norm
-            checking = aa.extrapolate(Z0)               # try the extrapolation (the plain continuation stays in aa)
-            if not checking:
-                Z0[:] = Tz
-        z, Tz = Z0, A_
+            T_prev = np.empty_like(z)
+            n_mom = 0                                   # steps since the last (re)start of the momentum
+            r_last = np.inf
+        r_best, n_momentum_off = np.inf, 0
+        converged = False
+        n_rho_updates = n_rejected = 0
+        r_pri = r_dual = np.inf
+        Tz = np.empty_like(z) if aa is None else A_
         info = fixed_point_map(z, Tz)
+        prev = None
+        k = 0
+        while True:
+            k += 1
+            r_pri, r_dual, eps_pri, eps_dual = certificates(info, prev)
+            if mon.step(info["U"], fun=info["fun"], primal_residual=r_pri, dual_residual=r_dual, rho=rho):
+                break
+            if r_pri <= eps_pri and r_dual <= eps_dual:
+                converged = True
+                break
+            if k >= maxiter:
+                break
+            prev = info
+            # residual balancing (each residual relative to its own tolerance)
+            if adaptive_rho and n_rho_updates < max_rho_updates and k % rho_update_every == 0 and np.isfinite(r_dual):
+                rp, rd = r_pri / max(eps_pri, 1e-300), r_dual / max(eps_dual, 1e-300)
+                new_rho = rho * rho_tau if rp > rho_mu * rd else rho / rho_tau if rd > rho_mu * rp else rho
+                if new_rho != rho:
+                    # continue from the current iterate with the scaled duals rescaled by rho_old / rho_new
+                    blk = lay.views(z)
+                    sc = rho / new_rho
+                    Qs = blk["Qs"]
+                    Sp = np.maximum(Qs, 0.0)
+                    blk["Qv"][:] = info["V"] + sc * (blk["Qv"] - info["V"])          # v + (rho_old / rho_new) lam
+                    blk["Qs"][:] = Sp + sc * (Qs - Sp)
+                    blk["GQ"][:] = info["GS"] + sc * (blk["GQ"] - info["GS"])
+                    rho, thr = new_rho, thresholds(new_rho)
+                    t1 = time.perf_counter()
+                    solver = USolver(problem, rho, linear_solver, c, dt)
+                    factor_time += time.perf_counter() - t1
+                    n_rho_updates += 1
+                    if aa is not None:                  # a fresh chain from the rescaled point, fresh memory
+                        aa.reset()
+                        if z is not Z0:
+                            Z0[:] = z
+                        z, Tz, chain_pos, checking = Z0, A_, 0, False
+                    if momentum:
+                        n_mom, r_last = 0, np.inf
+                    info = fixed_point_map(z, Tz)
+                    prev = None
+                    continue
+            if momentum and r_pri > 10.0 * r_best:
+                # momentum has no convergence guarantee here: if the residual ever climbs an order of magnitude
+                # above its best, drop it for good; plain relaxed ADMM converges from any point (alpha < 2)
+                momentum = False
+                n_momentum_off += 1
+            r_best = min(r_best, r_pri)
+            if momentum:
+                # restart when the fixed-point residual ||T(z) - z|| = alpha r_pri grows
+                if r_pri > restart_factor * r_last:
+                    n_mom = 0
+                r_last = r_pri
+                theta = (n_mom - 1.0) / (n_mom + 2.0) if n_mom > 0 else 0.0
+                momentum_point(Tz, T_prev, z, theta)            # z is spent: T(z) is in Tz
+                Tz, T_prev = T_prev, Tz                         # T(z) becomes the previous image; no copy
+                n_mom += 1
+                info = fixed_point_map(z, Tz)
+                continue
+            # next point: the plain step T(z), or (Anderson) the next step of the chain / an extrapolation of T^K
+            if aa is None:
+                z, Tz = Tz, z
+                info = fixed_point_map(z, Tz)
+                continue
+            chain_pos += 1
+            if chain_pos < anderson_every:                  # inside a chain: plain step, ping-pong buffers
+                z, Tz = Tz, (B_ if Tz is A_ else A_)
+                info = fixed_point_map(z, Tz)
+                continue
+            chain_pos = 0                                   # Tz = T^K(z0): one Anderson step on the map T^K
+            g_norm = np.sqrt(diff_norm2(Tz, Z0, n_acc))
+            if checking and g_norm > aa_safeguard * g_ref:
+                n_rejected += 1                             # rejected: continue plainly from T^K of the last accepted start
+                aa.reset(keep_last=True)
+                Z0[:] = aa.T_prev
+                checking = False
+            else:
+                aa.push(Z0, Tz)
+                g_ref = g_norm
+                checking = aa.extrapolate(Z0)               # try the extrapolation (the plain continuation stays in aa)
+                if not checking:
+                    Z0[:] = Tz
+            z, Tz = Z0, A_
+            info = fixed_point_map(z, Tz)
     blk = lay.views(z)
     f64 = np.float64
     V, Qs = info["V"].astype(f64), blk["Qs"].astype(f64)

@@ -45,7 +45,8 @@ import numpy as np
 
 from .._monitor import Monitor
 from .._validation import check_int, check_positive, check_random_state
-from ._admm import admm_result_fields, check_admm_options
+from .._threads import single_thread_blas
+from ._admm import _SINGLE_THREAD_WORK, admm_result_fields, check_admm_options
 from ._kernels import group_shrink, masked_rowsum
 from ._linsolve import spd_inverse
 
@@ -129,54 +130,56 @@ def minimize_admm_rbcd(problem, x0=None, *, callback=None, rho=None, relaxation=
     converged = False
     n_steps = 0
     r_pri = r_dual = np.inf
-    for k in range(1, maxiter + 1):
-        # --- u-step: block coordinate descent on phi, warm-started from the last U -----------------------
-        Q = Z - Lam                                       # phi's proximal centre of U
-        R = X.T @ (E2 * (S - N))                          # X^T (E o (S - N)): the cone block's linear term
-        for _ in range(inner_epochs):
-            order = rng.permutation(P)
-            for lo in range(0, P, block_size):
-                pat = order[lo:lo + block_size]
-                cols = np.concatenate([pat, pat + P])
-                r = problem.loss_grad(yhat)
-                XtDr = X.T @ (D[:, pat] * r[:, None])     # d x b
-                UB = U[:, cols]
-                g = rho * (C @ UB - Q[:, cols] - R[:, cols])
-                g[:, :pat.size] += XtDr
-                g[:, pat.size:] -= XtDr
-                p = Cinv @ g
-                gp = float(np.vdot(g, p))
-                if gp <= 0.0:
-                    continue
-                Xp = X @ p                                # n x 2b
-                dy = np.einsum("ki,ki->k", D[:, pat], Xp[:, :pat.size] - Xp[:, pat.size:])
-                kappa = float(dy @ dy) + rho * (float(np.vdot(p, p)) + float(np.vdot(Xp, Xp)))
-                t = gp / kappa
-                U[:, cols] = UB - t * p
-                XU[:, cols] -= t * Xp
-                yhat -= t * dy
-                n_steps += 1
-        # --- v-, s- and dual steps (over-relaxed), textbook scaled ADMM -----------------------------------
-        GU = E2 * XU
-        Uh = relaxation * U + (1.0 - relaxation) * Z
-        Gh = relaxation * GU + (1.0 - relaxation) * S
-        Z_old, S_old = Z, S
-        Z = group_shrink(Uh + Lam, thr, np.empty((d, m)))
-        S = np.maximum(Gh + N, 0.0)
-        Lam = Lam + Uh - Z
-        N = N + Gh - S
-        # --- certificates (the stopping rule of "admm") ---------------------------------------------------
-        r_pri = np.sqrt(np.sum((U - Z) ** 2) + np.sum((GU - S) ** 2))
-        r_dual = rho * np.linalg.norm((Z - Z_old) + X.T @ (E2 * (S - S_old)))
-        eps_pri = sq_pri * atol + rtol * max(np.sqrt(np.sum(U ** 2) + np.sum(GU ** 2)),
-                                             np.sqrt(np.sum(Z ** 2) + np.sum(S ** 2)))
-        eps_dual = sq_dual * atol + rtol * max(dual_ref, rho * np.linalg.norm(Lam + X.T @ (E2 * N)))
-        fun = problem.loss_value(yhat) + beta * float(np.sum(np.linalg.norm(U, axis=0)))
-        if mon.step(U, fun=fun, primal_residual=r_pri, dual_residual=r_dual, rho=rho):
-            break
-        if r_pri <= eps_pri and r_dual <= eps_dual:
-            converged = True
-            break
+    # the block products (n x d x 2b) are small: threaded BLAS only spins on them (as in "admm")
+    with single_thread_blas(n * d * 2 * block_size <= _SINGLE_THREAD_WORK):
+        for k in range(1, maxiter + 1):
+            # --- u-step: block coordinate descent on phi, warm-started from the last U -----------------------
+            Q = Z - Lam                                       # phi's proximal centre of U
+            R = X.T @ (E2 * (S - N))                          # X^T (E o (S - N)): the cone block's linear term
+            for _ in range(inner_epochs):
+                order = rng.permutation(P)
+                for lo in range(0, P, block_size):
+                    pat = order[lo:lo + block_size]
+                    cols = np.concatenate([pat, pat + P])
+                    r = problem.loss_grad(yhat)
+                    XtDr = X.T @ (D[:, pat] * r[:, None])     # d x b
+                    UB = U[:, cols]
+                    g = rho * (C @ UB - Q[:, cols] - R[:, cols])
+                    g[:, :pat.size] += XtDr
+                    g[:, pat.size:] -= XtDr
+                    p = Cinv @ g
+                    gp = float(np.vdot(g, p))
+                    if gp <= 0.0:
+                        continue
+                    Xp = X @ p                                # n x 2b
+                    dy = np.einsum("ki,ki->k", D[:, pat], Xp[:, :pat.size] - Xp[:, pat.size:])
+                    kappa = float(dy @ dy) + rho * (float(np.vdot(p, p)) + float(np.vdot(Xp, Xp)))
+                    t = gp / kappa
+                    U[:, cols] = UB - t * p
+                    XU[:, cols] -= t * Xp
+                    yhat -= t * dy
+                    n_steps += 1
+            # --- v-, s- and dual steps (over-relaxed), textbook scaled ADMM -----------------------------------
+            GU = E2 * XU
+            Uh = relaxation * U + (1.0 - relaxation) * Z
+            Gh = relaxation * GU + (1.0 - relaxation) * S
+            Z_old, S_old = Z, S
+            Z = group_shrink(Uh + Lam, thr, np.empty((d, m)))
+            S = np.maximum(Gh + N, 0.0)
+            Lam = Lam + Uh - Z
+            N = N + Gh - S
+            # --- certificates (the stopping rule of "admm") ---------------------------------------------------
+            r_pri = np.sqrt(np.sum((U - Z) ** 2) + np.sum((GU - S) ** 2))
+            r_dual = rho * np.linalg.norm((Z - Z_old) + X.T @ (E2 * (S - S_old)))
+            eps_pri = sq_pri * atol + rtol * max(np.sqrt(np.sum(U ** 2) + np.sum(GU ** 2)),
+                                                 np.sqrt(np.sum(Z ** 2) + np.sum(S ** 2)))
+            eps_dual = sq_dual * atol + rtol * max(dual_ref, rho * np.linalg.norm(Lam + X.T @ (E2 * N)))
+            fun = problem.loss_value(yhat) + beta * float(np.sum(np.linalg.norm(U, axis=0)))
+            if mon.step(U, fun=fun, primal_residual=r_pri, dual_residual=r_dual, rho=rho):
+                break
+            if r_pri <= eps_pri and r_dual <= eps_dual:
+                converged = True
+                break
     V, W = Z[:, :P], Z[:, P:]
     extra = admm_result_fields(problem, V, W)
     return mon.result(problem.pack(V, W), converged=converged, primal_residual=float(r_pri),
