@@ -8,23 +8,9 @@ import pytest
 import numopt
 from numopt.exceptions import ConvergenceWarning
 from numopt.problems import TwoLayerReLU
-from numopt.relu._cvx import cvxpy_solve
 
 from ._data import make_data
 
-
-@pytest.fixture(scope="module")
-def small_sq():
-    X, y = make_data(50, 3, seed=1, kind="sign")
-    pr = TwoLayerReLU(X, y, 0.5, n_patterns=10, random_state=0)
-    return pr, cvxpy_solve(pr)
-
-
-@pytest.fixture(scope="module")
-def small_logistic():
-    X, y = make_data(40, 2, seed=3, kind="binary")
-    pr = TwoLayerReLU(X, y, 0.3, n_patterns=8, loss="logistic", random_state=1)
-    return pr, cvxpy_solve(pr)
 
 
 @pytest.mark.parametrize("fixture", ["small_sq", "small_logistic"])
