@@ -266,3 +266,14 @@ def test_warm_start_refits_when_the_patterns_change():
     assert clf._problem is prob                          # beta only: same patterns and factorisation
     clf.set_params(n_patterns=9).fit(X, y)
     assert clf._problem is not prob and clf.n_patterns_ == 9
+
+
+def test_max_width_with_warm_start_keeps_the_grown_cells_and_the_cap():
+    X, y = make_moons(120, noise=0.2, random_state=2)
+    clf = ConvexReLUClassifier(beta=0.1, n_patterns=3, max_width=8, warm_start=True, random_state=0).fit(X, y)
+    prob = clf._problem
+    assert clf.n_patterns_ == 8 and clf.n_neurons_ <= 8
+    clf.set_params(beta=0.05).fit(X, y)                 # beta only: the grown problem is reused, the cap applied again
+    assert clf._problem is prob and clf.n_patterns_ == 8 and clf.n_neurons_ <= 8
+    cold = ConvexReLUClassifier(beta=0.05, n_patterns=3, max_width=8, random_state=0).fit(X, y)
+    assert np.mean(clf.predict(X) == cold.predict(X)) >= 0.95
