@@ -54,6 +54,7 @@ from ..problems import Problem
 __all__ = ["TwoLayerReLU", "sample_patterns", "refine_patterns", "LOSSES"]
 
 LOSSES = ("squared", "logistic")
+_MAX_ABS = 1e100                            # largest |X|, |y| accepted (see TwoLayerReLU.__init__)
 ROBUST_LOSSES = ("squared", "logistic")   # losses with a derived worst-case (robust) form
 
 
@@ -221,6 +222,11 @@ class TwoLayerReLU(Problem):
         y = as_float_array(y, "y", ndim=1, dtype=np.float64)
         if y.shape[0] != n:
             raise ValueError(f"y must have length {n} (rows of X); got {y.shape[0]}")
+        # the solvers form X^T X and squared losses: beyond ~1e154 they overflow to inf / NaN
+        for name, a in (("X", X), ("y", y)):
+            if np.max(np.abs(a), initial=0.0) > _MAX_ABS:
+                raise ValueError(f"{name} has entries beyond {_MAX_ABS:g} in magnitude (their squares overflow "
+                                 f"float64); standardise {name}")
         self.beta = check_positive(beta, "beta", strict=False)
         self.loss = check_choice(loss, "loss", LOSSES)
         if self.loss == "logistic" and not np.all((y == 0) | (y == 1)):

@@ -85,6 +85,8 @@ def test_with_beta_and_targets_share_patterns():
     ({"X": np.array([["a", "b"]] * 4)}, TypeError, "X"),
     ({"y": np.ones(3)}, ValueError, "y"),
     ({"y": np.array([np.inf, 1, 1, 1])}, ValueError, "y"),
+    ({"X": np.arange(8.0).reshape(4, 2) * 1e160}, ValueError, "X has entries beyond"),
+    ({"y": np.array([1e160, 1, 1, 1])}, ValueError, "y has entries beyond"),
     ({"beta": -1.0}, ValueError, "beta"),
     ({"beta": "x"}, TypeError, "beta"),
     ({"n_patterns": 0}, ValueError, "n_patterns"),
