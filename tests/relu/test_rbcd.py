@@ -14,12 +14,14 @@ from ._data import make_data
 
 
 @pytest.mark.parametrize("fixture", ["small_sq", "small_logistic"])
-@pytest.mark.parametrize("opts", [{}, {"block_size": 1}, {"block_size": 3, "inner_epochs": 2}])
+@pytest.mark.parametrize("opts", [{}, {"block_size": 1}, {"block_size": 3, "inner_epochs": 2},
+                                  {"max_inner_epochs": 5}])
 def test_matches_cvxpy(fixture, opts, request):
     """Same optimum as CVXPY (1e-4 relative), cones held, and the recovered network equals the convex model."""
     pr, (f_ref, _, _) = request.getfixturevalue(fixture)
     res = numopt.minimize(pr, method="admm-rbcd", rtol=1e-6, maxiter=50000, random_state=0, **opts)
     assert res.success and res.n_block_steps >= res.nit
+    assert res.u_residual <= 1e-4 * np.linalg.norm(pr.X.T @ (pr.Dmat * pr.loss_grad(np.zeros(pr.X.shape[0]))[:, None]))
     assert abs(res.fun - f_ref) / f_ref <= 1e-4
     assert res.cone_violation <= 1e-4 * np.abs(pr.X).max()
     assert abs(res.network_fun - res.fun) <= 1e-4 * res.fun
@@ -65,7 +67,8 @@ def test_non_convergence_is_reported(small_sq):
     assert not res.success and res.nit == 3 and np.all(np.isfinite(res.x))
 
 
-@pytest.mark.parametrize("opts", [{"block_size": 0}, {"inner_epochs": 0}, {"relaxation": 2.0}, {"rho": -1.0},
+@pytest.mark.parametrize("opts", [{"block_size": 0}, {"inner_epochs": 0}, {"max_inner_epochs": 0},
+                                  {"relaxation": 2.0}, {"rho": -1.0},
                                   {"rtol": 0.0, "atol": 0.0}])
 def test_bad_options(small_sq, opts):
     pr, _ = small_sq
