@@ -128,6 +128,7 @@ def minimize_admm_rbcd(problem, x0=None, *, callback=None, rho=None, relaxation=
     S = np.maximum(E2 * XU, 0.0)
     Lam = np.zeros((d, m))
     N = np.zeros((n, m))
+    GS, GN = X.T @ (E2 * S), np.zeros((d, m))          # G^T s, G^T nu (G^T is linear: carried along)
     yhat = masked_rowsum(np.ascontiguousarray(XU), D)
     g0 = problem.loss_grad(np.zeros(n))
     dual_ref = np.sqrt(2.0) * np.linalg.norm(X.T @ (D * g0[:, None]))
@@ -154,7 +155,7 @@ def minimize_admm_rbcd(problem, x0=None, *, callback=None, rho=None, relaxation=
         for k in range(1, maxiter + 1):
             # --- u-step: block coordinate descent on phi, warm-started from the last U -----------------------
             Q = Z - Lam                                       # phi's proximal centre of U
-            R = X.T @ (E2 * (S - N))                          # X^T (E o (S - N)): the cone block's linear term
+            R = GS - GN                                       # X^T (E o (S - N)): the cone block's linear term
             for epoch in range(max_inner_epochs):
                 if epoch >= inner_epochs:
                     # inexact u-step: stop once its gradient is below the ADMM's own residual level
@@ -186,17 +187,18 @@ def minimize_admm_rbcd(problem, x0=None, *, callback=None, rho=None, relaxation=
             GU = E2 * XU
             Uh = relaxation * U + (1.0 - relaxation) * Z
             Gh = relaxation * GU + (1.0 - relaxation) * S
-            Z_old, S_old = Z, S
+            Z_old, GS_old = Z, GS
             Z = group_shrink(Uh + Lam, thr, np.empty((d, m)))
             S = np.maximum(Gh + N, 0.0)
             Lam = Lam + Uh - Z
             N = N + Gh - S
+            GS, GN = X.T @ (E2 * S), X.T @ (E2 * N)           # G^T s and G^T nu: the only two full passes here
             # --- certificates (the stopping rule of "admm") ---------------------------------------------------
             r_pri = np.sqrt(np.sum((U - Z) ** 2) + np.sum((GU - S) ** 2))
-            r_dual = rho * np.linalg.norm((Z - Z_old) + X.T @ (E2 * (S - S_old)))
+            r_dual = rho * np.linalg.norm((Z - Z_old) + (GS - GS_old))
             eps_pri = sq_pri * atol + rtol * max(np.sqrt(np.sum(U ** 2) + np.sum(GU ** 2)),
                                                  np.sqrt(np.sum(Z ** 2) + np.sum(S ** 2)))
-            eps_dual = sq_dual * atol + rtol * max(dual_ref, rho * np.linalg.norm(Lam + X.T @ (E2 * N)))
+            eps_dual = sq_dual * atol + rtol * max(dual_ref, rho * np.linalg.norm(Lam + GN))
             fun = problem.loss_value(yhat) + beta * float(np.sum(np.linalg.norm(U, axis=0)))
             if mon.step(U, fun=fun, primal_residual=r_pri, dual_residual=r_dual, rho=rho):
                 break
