@@ -58,9 +58,9 @@ def beta_path(problem, betas, *, method="admm", **options):
     return out
 
 
-def _width(res):
-    """Hidden neurons of a solve's network (non-zero ``v_i``, ``w_i``)."""
-    return int(np.count_nonzero(np.linalg.norm(np.hstack([res.v, res.w]), axis=0)))
+def _neuron_norms(res):
+    """``||u_g||`` of a solve's ``2P`` neurons (layout ``[v_1..v_P, w_1..w_P]``); non-zero ones are its width."""
+    return np.linalg.norm(np.hstack([res.v, res.w]), axis=0)
 
 
 class _ConvexReLUBase(BaseEstimator):
@@ -85,13 +85,14 @@ class _ConvexReLUBase(BaseEstimator):
         elif (np.ndim(eps) != 1 or not np.all(np.isfinite(np.asarray(eps, dtype=float)))
               or np.any(np.asarray(eps, dtype=float) < 0)):
             raise ValueError("adversarial_eps must be a number >= 0 or a 1-D array of finite values >= 0")
-        if self.solver == "scp" and np.any(np.asarray(eps, dtype=float) > 0):
+        robust = bool(np.any(np.asarray(eps, dtype=float) > 0))
+        if self.solver == "scp" and robust:
             raise ValueError("adversarial_eps > 0 needs solver='admm' (the SCP path solves the nominal program only)")
         if self.max_width is not None:
             check_int(self.max_width, "max_width", min_value=1)
             if self.solver != "admm":
                 raise ValueError("max_width needs solver='admm' (the capped refit fixes neurons at zero in the ADMM)")
-            if np.any(np.asarray(self.adversarial_eps, dtype=float) > 0):
+            if robust:
                 raise ValueError("max_width is supported for standard training only (adversarial_eps = 0)")
 
     def _standardize(self, X):
@@ -136,7 +137,7 @@ class _ConvexReLUBase(BaseEstimator):
         results = self._solve_all(base, targets, loss, opts, reuse)
         W = self.max_width
         if W is not None:
-            if not reuse and base.n_patterns_ < W and min(_width(r) for r in results) < W:
+            if not reuse and base.n_patterns_ < W and min(np.count_nonzero(_neuron_norms(r)) for r in results) < W:
                 # width left unused: a finer arrangement, W cells (2W candidate neurons), capped to W below
                 finer = self._patterned_problem(Z, targets, loss, eps, W)
                 if finer.n_patterns_ > base.n_patterns_:        # (few distinct patterns exist in low dimension)
@@ -184,7 +185,7 @@ class _ConvexReLUBase(BaseEstimator):
         The capped program has the same u-system (only the v-step's prox changes, ADMM option ``active``), so
         the cached factorisation is reused and the solve warm-starts from the uncapped state.
         """
-        norms = np.linalg.norm(np.hstack([res.v, res.w]), axis=0)
+        norms = _neuron_norms(res)
         if np.count_nonzero(norms) <= width:
             return res
         active = np.zeros(norms.size, dtype=bool)

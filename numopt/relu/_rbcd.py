@@ -46,7 +46,7 @@ import numpy as np
 from .._monitor import Monitor
 from .._validation import check_int, check_positive, check_random_state
 from .._threads import single_thread_blas
-from ._admm import _SINGLE_THREAD_WORK, admm_result_fields, check_admm_options
+from ._admm import _SINGLE_THREAD_WORK, _default_rho, admm_result_fields, check_admm_options
 from ._kernels import group_shrink, masked_rowsum
 from ._linsolve import spd_inverse
 
@@ -100,8 +100,6 @@ def minimize_admm_rbcd(problem, x0=None, *, callback=None, rho=None, relaxation=
         ``network_fun``, ``network_gap``, ``cone_violation``, ``primal_residual``, ``dual_residual``, ``rho``,
         ``history``) plus ``n_block_steps``.
     """
-    from ._admm import _default_rho
-
     if problem.robust:
         raise ValueError("method='admm-rbcd' solves the nominal program only (adversarial_eps = 0); "
                          "use method='admm' for the robust program")
