@@ -73,7 +73,7 @@ _F32_MIN_RTOL = 1e-4
 # 0.112 vs 0.114 / 0.224 vs 0.206; 1e7 0.159 vs 0.116 / 0.266 vs 0.247: two threads pay from about 1e7 on
 _SINGLE_THREAD_WORK = 4e6
 
-__all__ = ["minimize_admm", "admm_result_fields"]
+__all__ = ["minimize_admm", "admm_result_fields", "residual_tolerances"]
 
 
 def _default_rho(problem):
@@ -92,6 +92,26 @@ def _default_cone_scale(problem):
     # A by a factor ~ n on standardised data and ADMM crawls (verified: thousands of iterations).
     X = problem.X
     return float(np.sqrt(X.shape[1] / max(np.sum(X * X), 1e-300)))
+
+
+def residual_tolerances(problem, rtol, atol):
+    """The stopping rule's tolerances (module docstring), shared by ``"admm"`` and ``"admm-rbcd"``.
+
+    Returns ``tolerances(pri_scale, dual_scale) -> (eps_pri, eps_dual)`` with ``pri_scale =
+    max(||(u, Gu)||, ||(v, s)||)`` and ``dual_scale = rho ||lam + G^T nu||``. The dual scale is floored by the loss
+    gradient at the zero network, ``||F^T l'(0)||`` (for the squared loss ``||F^T y||``), the "q" term of
+    OSQP/SCS-style relative tolerances.
+    """
+    n, d = problem.X.shape
+    m = 2 * problem.Dmat.shape[1]
+    g0 = problem.loss_grad(np.zeros(n))
+    dual_ref = np.sqrt(2.0) * np.linalg.norm(problem.X.T @ (problem.Dmat * g0[:, None]))
+    abs_pri, abs_dual = np.sqrt(m * (d + n)) * atol, np.sqrt(m * d) * atol
+
+    def tolerances(pri_scale, dual_scale):
+        return abs_pri + rtol * pri_scale, abs_dual + rtol * max(dual_ref, dual_scale)
+
+    return tolerances
 
 
 def check_admm_options(relaxation, rtol, atol, maxiter):
@@ -346,13 +366,8 @@ def minimize_admm(problem, x0=None, *, callback=None, rho=None, cone_scale=1.0, 
     if squared:
         Fty = problem.X.T @ (problem.Dmat * y[:, None])
         FtYr = np.hstack([Fty, -Fty]).astype(dt, copy=False)
-    # scale of the dual residual: the loss gradient at the zero network, ||F^T l'(0)|| (for the squared
-    # loss ||F^T y||), the "q" term of OSQP/SCS-style relative tolerances
-    g0 = problem.loss_grad(np.zeros(n))
-    dual_ref = np.sqrt(2.0) * np.linalg.norm(problem.X.T @ (problem.Dmat * g0[:, None]))
+    tolerances = residual_tolerances(problem, rtol, atol)
     c2XtX = (c * c) * solver.XtX
-    sq_pri = np.sqrt(m * (d + n))
-    sq_dual = np.sqrt(m * d)
     # scratch buffers of the map (reused every evaluation); V and GS are fresh per evaluation because the
     # dual residual compares them with the previous iterate's
     Tb, XUb, Ub, yhat = np.empty((n, m), dt), np.empty((n, m), dt), np.empty((d, m), dt), np.empty(n)
@@ -395,8 +410,7 @@ def minimize_admm(problem, x0=None, *, callback=None, rho=None, cone_scale=1.0, 
         """Primal residual at z and dual residual between the previous accepted iterate and z."""
         r_pri = np.sqrt(info["r2"])
         r_dual = np.inf if prev is None else rho * diff_norm(info["V"], prev["V"], info["GS"], prev["GS"])
-        eps_pri = sq_pri * atol + rtol * info["nu_pri"]
-        eps_dual = sq_dual * atol + rtol * max(dual_ref, rho * info["lam_gn"])
+        eps_pri, eps_dual = tolerances(info["nu_pri"], rho * info["lam_gn"])
         return r_pri, r_dual, eps_pri, eps_dual
 
     # a small program's products are too small for threaded BLAS (measured below _SINGLE_THREAD_WORK)

@@ -11,6 +11,7 @@ The hidden bias is part of each neuron's weight vector and is penalised too.
 """
 from __future__ import annotations
 
+import contextlib
 import warnings
 
 import numpy as np
@@ -150,6 +151,14 @@ class _ConvexReLUBase(BaseEstimator):
         self.n_patterns_ = int(base.n_patterns_)
         return results
 
+    @contextlib.contextmanager
+    def _quiet(self):
+        """Silence :class:`~numopt.exceptions.ConvergenceWarning` unless ``verbose``."""
+        with warnings.catch_warnings():
+            if not self.verbose:
+                warnings.simplefilter("ignore", ConvergenceWarning)
+            yield
+
     def _patterned_problem(self, Z, targets, loss, eps, n_patterns):
         """The convex program on ``n_patterns`` sampled (or, with ``pattern_refinement``, learned) patterns."""
         base = TwoLayerReLU(Z, targets[0], self.beta, n_patterns=n_patterns, loss=loss, bias=self.bias,
@@ -165,9 +174,7 @@ class _ConvexReLUBase(BaseEstimator):
     def _solve_all(self, base, targets, loss, opts, reuse):
         """One solve per target on ``base``'s patterns (warm-started from the last fit's states if ``reuse``)."""
         results = []
-        with warnings.catch_warnings():
-            if not self.verbose:
-                warnings.simplefilter("ignore", ConvergenceWarning)
+        with self._quiet():
             for j, t in enumerate(targets):
                 pr = base.with_targets(t, loss).with_beta(self.beta)
                 kw = dict(opts)
@@ -191,9 +198,7 @@ class _ConvexReLUBase(BaseEstimator):
         active = np.zeros(norms.size, dtype=bool)
         active[np.argsort(-norms, kind="stable")[:width]] = True
         kw = dict(opts, initial_state=res.state, active=active)
-        with warnings.catch_warnings():
-            if not self.verbose:
-                warnings.simplefilter("ignore", ConvergenceWarning)
+        with self._quiet():
             return minimize(problem, method="admm", verbose=self.verbose, **kw)
 
     def _eps(self):

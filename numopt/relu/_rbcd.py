@@ -46,7 +46,8 @@ import numpy as np
 from .._monitor import Monitor
 from .._validation import check_int, check_positive, check_random_state
 from .._threads import single_thread_blas
-from ._admm import _SINGLE_THREAD_WORK, _default_rho, admm_result_fields, check_admm_options
+from ._admm import (_SINGLE_THREAD_WORK, _default_rho, admm_result_fields, check_admm_options,
+                    residual_tolerances)
 from ._kernels import group_shrink, masked_rowsum
 from ._linsolve import spd_inverse
 
@@ -128,9 +129,7 @@ def minimize_admm_rbcd(problem, x0=None, *, callback=None, rho=None, relaxation=
     N = np.zeros((n, m))
     GS, GN = X.T @ (E2 * S), np.zeros((d, m))          # G^T s, G^T nu (G^T is linear: carried along)
     yhat = masked_rowsum(np.ascontiguousarray(XU), D)
-    g0 = problem.loss_grad(np.zeros(n))
-    dual_ref = np.sqrt(2.0) * np.linalg.norm(X.T @ (D * g0[:, None]))
-    sq_pri, sq_dual = np.sqrt(m * (d + n)), np.sqrt(m * d)
+    tolerances = residual_tolerances(problem, rtol, atol)
     thr = np.full(m, beta / rho)
     g_u = [np.inf]
 
@@ -194,9 +193,9 @@ def minimize_admm_rbcd(problem, x0=None, *, callback=None, rho=None, relaxation=
             # --- certificates (the stopping rule of "admm") ---------------------------------------------------
             r_pri = np.sqrt(np.sum((U - Z) ** 2) + np.sum((GU - S) ** 2))
             r_dual = rho * np.linalg.norm((Z - Z_old) + (GS - GS_old))
-            eps_pri = sq_pri * atol + rtol * max(np.sqrt(np.sum(U ** 2) + np.sum(GU ** 2)),
-                                                 np.sqrt(np.sum(Z ** 2) + np.sum(S ** 2)))
-            eps_dual = sq_dual * atol + rtol * max(dual_ref, rho * np.linalg.norm(Lam + GN))
+            eps_pri, eps_dual = tolerances(max(np.sqrt(np.sum(U ** 2) + np.sum(GU ** 2)),
+                                               np.sqrt(np.sum(Z ** 2) + np.sum(S ** 2))),
+                                           rho * np.linalg.norm(Lam + GN))
             fun = problem.loss_value(yhat) + beta * float(np.sum(np.linalg.norm(U, axis=0)))
             if mon.step(U, fun=fun, primal_residual=r_pri, dual_residual=r_dual, rho=rho):
                 break
